@@ -1,0 +1,214 @@
+"""Fit a VAE by stochastic variational inference and keep a resumable run folder.
+
+SVI here is Pyro's ELBO (``Trace_ELBO`` or ``TraceMeanField_ELBO``) as a differentiable loss,
+minimized with one ``torch.optim.Adam`` over the model's parameters (theta and phi together) and
+a learning-rate schedule. One checkpoint per epoch, written atomically, holds everything needed to
+continue bit for bit: parameters, optimizer and schedule state, and the random-number generators.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from torch import Tensor
+
+from pvae.checkpoint import atomic_write_text, save_checkpoint
+from pvae.components import build_vae
+from pvae.config import TrainConfig
+from pvae.data import ImageData, binarize, fixed_eval_set, load_data
+from pvae.evaluate import elbo_terms
+from pvae.model import VAE
+from pvae.runs import CHECKPOINT, CONFIG, METRICS, RunFolderError, load_run, metrics_csv, resolve_device
+from pvae.version import __version__
+
+__all__ = ["train", "TrainResult"]
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the fitted model, its run folder and per-epoch metrics."""
+
+    vae: VAE
+    run_dir: Path
+    metrics: list[dict[str, float]]
+    data: ImageData
+
+
+def _objective(config: TrainConfig) -> pyro.infer.ELBO:
+    # max_plate_nesting=1 (the data plate) lets Pyro vectorize particles in a plate to its left.
+    cls = Trace_ELBO if config.objective == "trace" else TraceMeanField_ELBO
+    vectorize = config.num_particles > 1
+    return cls(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr / 100)
+    gamma = config.lr_decay if config.lr_schedule == "exponential" else 1.0
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "pvae": __version__,
+        "pyro": pyro.__version__,
+        "torch": torch.__version__,
+        "torchvision": importlib.metadata.version("torchvision"),
+        "python": platform.python_version(),
+    }
+
+
+def _default_out() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    vae: VAE | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train a VAE as ``config`` says and keep everything in its run folder.
+
+    :param config: the run's settings. With ``resume=True``, ``config.out`` names the run to continue
+        and the other fields must equal the saved ones.
+    :param resume: continue a stopped run from its last checkpoint; the end result equals an
+        uninterrupted run with the same seed on the same device.
+    :param overwrite: reuse an ``out`` folder that already holds another run.
+    :param vae: a model of your own (e.g. a custom prior) to train instead of the one ``config``
+        describes; its run folder then cannot be rebuilt by ``pvae evaluate``.
+    :param progress: show a progress bar; ``None``: only when stderr is a terminal.
+    :returns: the trained model, the run folder and the per-epoch metrics.
+    """
+    from tqdm.auto import tqdm  # only the training loop needs it
+
+    out = Path(config.out) if config.out is not None else _default_out()
+    config = replace(config, out=str(out))
+    device = resolve_device(config.device)
+    state: dict[str, Any] | None = None
+    if resume:
+        if not (out / CHECKPOINT).exists():
+            raise RunFolderError(f"cannot resume: {out} holds no {CHECKPOINT}; start a new run without --resume")
+        saved_config, state = load_run(out, map_location=device)
+        saved_config = replace(saved_config, out=config.out)  # the folder may have moved
+        if saved_config != config:
+            diff = {k: (v, config.to_dict()[k]) for k, v in saved_config.to_dict().items() if config.to_dict()[k] != v}
+            raise RunFolderError(f"cannot resume {out} with different settings (saved, given): {diff}")
+    elif (out / CONFIG).exists() or (out / CHECKPOINT).exists():
+        if not overwrite:
+            raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    data = load_data(
+        config.dataset, config.data_dir, val_size=config.val_size, train_size=config.train_size, device=device
+    )
+    x_grey, num_data = data.train, data.train.shape[0]
+    x_static = binarize(x_grey, config.seed) if config.binarization == "static" else x_grey
+    x_val = fixed_eval_set(data.val, config.binarization)
+    if vae is None:
+        vae = build_vae(config, data.x_dim, num_data, mean_image=x_grey.mean(0))
+    vae.to(device)
+    vae.likelihood.check_support(x_val if len(x_val) else x_static[:1000])
+    if config.binarization != "dynamic":
+        vae.likelihood.check_support(x_static)
+
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    scheduler = _scheduler(config, optimizer)
+    data_rng = torch.Generator(device=device).manual_seed(config.seed)
+    metrics: list[dict[str, float]] = []
+    start_epoch = 1
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        data_rng.set_state(state["data_rng"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        metrics = [dict(row) for row in state["metrics"]]
+        start_epoch = int(state["epoch"]) + 1
+    else:
+        atomic_write_text(out / CONFIG, json.dumps({"config": config.to_dict(), "versions": _versions(),
+                                                    "device": str(device)}, indent=2))
+        atomic_write_text(out / METRICS, metrics_csv([]))
+
+    objective = _objective(config)
+    steps = math.ceil(num_data / config.batch_size)
+    show = sys.stderr.isatty() if progress is None else progress
+    for epoch in range(start_epoch, config.epochs + 1):
+        tic = time.perf_counter()
+        vae.train()
+        order = torch.randperm(num_data, generator=data_rng, device=device)
+        x_epoch = torch.bernoulli(x_grey, generator=data_rng) if config.binarization == "dynamic" else x_static
+        elbo_sum = 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
+        for step in bar:
+            xb = x_epoch[order[step * config.batch_size : (step + 1) * config.batch_size]]
+            loss = objective.differentiable_loss(vae.model, vae.guide, xb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # The loss estimates -N * ELBO per image: the data plate scales the batch by N / B.
+            elbo_sum += -loss.item() / num_data
+            if step % 20 == 0:
+                bar.set_postfix(elbo=f"{elbo_sum / (step + 1):.2f}")
+        bar.close()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        vae.eval()
+        val_elbo = float(elbo_terms(vae, x_val).elbo.mean()) if len(x_val) else float("nan")
+        row = {"epoch": epoch, "train_elbo": elbo_sum / steps, "val_elbo": val_elbo, "lr": lr,
+               "seconds": time.perf_counter() - tic}
+        metrics.append(row)
+        _save_epoch(out, config, vae, optimizer, scheduler, data_rng, device, epoch, metrics)
+        print(f"epoch {epoch:>3}/{config.epochs}  train elbo {row['train_elbo']:9.3f}  "
+              f"val elbo {val_elbo:9.3f}  nats/image  ({row['seconds']:.1f} s)", file=sys.stderr)
+
+    from pvae.plots import save_run_figures
+
+    save_run_figures(out, vae, data, metrics, config.binarization)
+    return TrainResult(vae=vae, run_dir=out, metrics=metrics, data=data)
+
+
+def _save_epoch(
+    out: Path,
+    config: TrainConfig,
+    vae: VAE,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data_rng: torch.Generator,
+    device: torch.device,
+    epoch: int,
+    metrics: list[dict[str, float]],
+) -> None:
+    state: dict[str, Any] = {
+        "config": config.to_dict(),
+        "epoch": epoch,
+        "num_data": vae.num_data,
+        "x_dim": vae.x_dim,
+        "model": vae.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "data_rng": data_rng.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "metrics": metrics,
+    }
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    # Checkpoint first, then the CSV from the checkpoint's own history: after a crash between the
+    # two, resuming rewrites the CSV, so metrics always match the last complete checkpoint.
+    save_checkpoint(out / CHECKPOINT, state)
+    atomic_write_text(out / METRICS, metrics_csv(metrics))
