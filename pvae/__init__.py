@@ -2,16 +2,22 @@
 
 The generative model p_theta(z) p_theta(x|z) is a Pyro ``model``, the encoder q_phi(z|x) a Pyro
 ``guide``, and SVI fits both (Kingma & Welling 2014, "Auto-Encoding Variational Bayes").
+
+Priors, likelihoods and posterior families are small duck-typed objects (:mod:`pvae.priors`,
+:mod:`pvae.likelihoods`, :mod:`pvae.guides`); both Laplace classes live there under that name.
 """
 
 from pvae.checkpoint import CheckpointError
-from pvae.components import build_likelihood, build_prior, build_vae
+from pvae.components import GUIDES, LIKELIHOODS, PRIORS, build_guide, build_likelihood, build_prior, build_vae
 from pvae.config import ConfigError, TrainConfig
 from pvae.data import DataNotFoundError, ImageData, load_data
 from pvae.evaluate import ElboTerms, elbo_terms, evaluate_run
-from pvae.likelihoods import Bernoulli, Likelihood
+from pvae.graph import graph_source, plot_graphical_model, write_graphs
+from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, PosteriorFamily
+from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Likelihood
 from pvae.model import VAE
-from pvae.priors import Prior, StandardNormal
+from pvae.plots import plot_run, posterior_on_grid
+from pvae.priors import DiagonalNormal, FlowPrior, MixtureOfGaussians, Prior, StandardNormal, StudentT, VampPrior
 from pvae.runs import RunFolderError, load_run, rebuild_model
 from pvae.train import TrainResult, train
 from pvae.version import __version__
@@ -20,8 +26,21 @@ __all__ = [
     "VAE",
     "Prior",
     "StandardNormal",
+    "DiagonalNormal",
+    "MixtureOfGaussians",
+    "VampPrior",
+    "StudentT",
+    "FlowPrior",
     "Likelihood",
     "Bernoulli",
+    "ContinuousBernoulli",
+    "Gaussian",
+    "Beta",
+    "DiscretizedLogistic",
+    "PosteriorFamily",
+    "DiagonalPosterior",
+    "FullCovariancePosterior",
+    "FlowPosterior",
     "TrainConfig",
     "ConfigError",
     "train",
@@ -29,6 +48,11 @@ __all__ = [
     "elbo_terms",
     "ElboTerms",
     "evaluate_run",
+    "plot_run",
+    "posterior_on_grid",
+    "write_graphs",
+    "graph_source",
+    "plot_graphical_model",
     "load_data",
     "ImageData",
     "DataNotFoundError",
@@ -39,5 +63,9 @@ __all__ = [
     "build_vae",
     "build_prior",
     "build_likelihood",
+    "build_guide",
+    "PRIORS",
+    "LIKELIHOODS",
+    "GUIDES",
     "__version__",
 ]

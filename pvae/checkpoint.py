@@ -76,14 +76,31 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; expected the file a pvae training run writes")
+    damaged = f"{path} is truncated or corrupted and cannot be read; use an intact copy"
+    if not zipfile.is_zipfile(path):
+        # save_checkpoint always writes torch's zip format; torch.load would otherwise read any other
+        # bytes as a legacy pickle and report garbage as "unsupported" objects.
+        raise CheckpointError(f"{damaged} (it is not a torch zip archive)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        try:
+            needs = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # a damaged pickle cannot be disassembled either
+            needs = []
+        if not needs:
+            raise CheckpointError(f"{damaged} ({_one_line(err)})") from err
         raise CheckpointError(
-            f"{path} holds objects that would need code to load; pvae only reads its own tensor checkpoints ({err})"
+            f"{path} holds objects that would need code to load ({', '.join(needs)}); "
+            "pvae only reads its own tensor checkpoints"
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupted and cannot be read ({err}); use an intact copy") from err
+        raise CheckpointError(f"{damaged} ({_one_line(err)})") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pvae checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     return state
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's text on one line (PyTorch's messages span several), for the one-line CLI error."""
+    return " ".join(str(err).split())

@@ -1,4 +1,4 @@
-"""The ``pvae`` command line: ``pvae train``, ``pvae evaluate``.
+"""The ``pvae`` command line: ``pvae train``, ``pvae evaluate``, ``pvae graph``, ``pvae plot``.
 
 ``pvae train`` has one flag per :class:`~pvae.config.TrainConfig` field (``z_dim`` -> ``--z-dim``).
 Errors a user can fix print one line, ``pvae: error: ...``, and exit with status 2.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 from pvae.checkpoint import CheckpointError
 from pvae.config import TrainConfig
 from pvae.data import DataNotFoundError
+from pvae.importance import DEFAULT_CHUNK_SIZE
 from pvae.runs import CONFIG, RunFolderError
+from pvae.train import TrainingDivergedError
 
 __all__ = ["main", "build_parser"]
 
@@ -64,8 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
     ev.add_argument("--split", choices=("test", "val"), default="test", help="default: test")
     ev.add_argument("--elbo-samples", type=int, default=1, help="draws of z per image for the ELBO (default: 1)")
+    ev.add_argument("--num-samples", type=int, metavar="K",
+                    help="also estimate log p(x) by importance sampling with K draws per image (e.g. 5000) "
+                         "and write RUN/per_image.csv (default: no log p(x))")
+    ev.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                    help="most (sample, image) pairs per pass of the log p(x) estimator; memory grows with it "
+                         f"(default: {DEFAULT_CHUNK_SIZE}, about 0.5 GB for 784 pixels)")
     ev.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
     ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    _add_figure_commands(sub)
     return parser
 
 
@@ -98,25 +108,83 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if args.elbo_samples < 1:
         raise ValueError(f"--elbo-samples must be >= 1, got {args.elbo_samples}")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, e.g. 5000; got {args.num_samples}")
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     result = evaluate_run(
-        args.run, split=args.split, num_samples=args.elbo_samples, data_dir=args.data_dir, device=args.device
+        args.run, split=args.split, num_samples=args.elbo_samples, data_dir=args.data_dir, device=args.device,
+        num_samples_log_px=args.num_samples, chunk_size=args.chunk_size,
     )
     print(format_table(result))
     print(f"written: {args.run}/evaluation.json")
+    if args.num_samples is not None:
+        print(f"written: {args.run}/per_image.csv (elbo, log_px and their gap, image by image)")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _add_figure_commands(sub: Any) -> None:
+    gr = sub.add_parser("graph", help="draw the graphical model of the model and the guide (DOT, SVG, PNG)")
+    gr.add_argument("run", metavar="RUN", nargs="?", help="a run folder (default: the model pvae train builds by default)")
+    gr.add_argument("--out", help="folder for the files (default: RUN, else the current folder)")
+    gr.add_argument("--pdf", action="store_true", help="also write graphical_model.pdf")
+    pl = sub.add_parser("plot", help="draw a run's figures (curves, reconstructions, latent space, ...) as PNG")
+    pl.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
+    pl.add_argument("--out", help="folder for the figures (default: RUN)")
+    pl.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
+    pl.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
+    pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+
+
+def _graph(args: argparse.Namespace) -> None:
+    from pvae.graph import default_vae, write_graphs
+    from pvae.runs import load_run, rebuild_model, resolve_device
+
+    if args.run is not None:
+        config, state = load_run(args.run)
+        vae = rebuild_model(config, state, resolve_device("cpu"))
+    else:
+        vae = default_vae()
+    files = write_graphs(vae, args.out or args.run or ".", pdf=args.pdf)
+    for path in files.dot + files.rendered + files.figure:
+        print(f"written: {path}")
+    if files.note is not None:
+        print(files.note, file=sys.stderr)
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from pvae.plots import plot_run
+
+    figures = plot_run(args.run, out=args.out, pdf=args.pdf, data_dir=args.data_dir, device=args.device)
+    for path in figures.files:
+        print(f"written: {path}")
+    for reason in figures.skipped:
+        print(f"skipped: {reason}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pvae`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    # SIGTERM (kill, a batch scheduler's time limit) ends a run like Ctrl-C does: every file of the
+    # run folder is written atomically, so the last complete checkpoint survives either way.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        {"train": _train, "evaluate": _evaluate}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "graph": _graph, "plot": _plot}[args.command](args)
     except (ValueError, DataNotFoundError, CheckpointError, RunFolderError) as err:
         print(f"pvae: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as err:
+        print(f"pvae: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pvae: interrupted; the run folder keeps its last complete checkpoint (continue with --resume)",
               file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -1,64 +1,271 @@
-"""Names for priors and likelihoods (``--prior normal``, ``--likelihood bernoulli``) and the
-builder that turns a :class:`~pvae.config.TrainConfig` into a :class:`~pvae.VAE`."""
+"""Names for priors, likelihoods and posterior families (``--prior mog:10``, ``--likelihood
+gaussian:learned``, ``--guide flow:4``) and the builder that turns a :class:`~pvae.config.TrainConfig`
+into a :class:`~pvae.VAE`.
+
+A spelling is ``name`` or ``name:argument``; each registry entry says what its argument means and
+its default. An unknown name is refused with the list of known ones and the nearest match.
+"""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import Tensor
+from torch.distributions import kl_divergence
 
-from pvae.config import TrainConfig
-from pvae.likelihoods import Bernoulli, Likelihood
+from pvae.config import ConfigError, TrainConfig
+from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, PosteriorFamily
+from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood
 from pvae.model import VAE
 from pvae.networks import set_output_bias
-from pvae.priors import Prior, StandardNormal
+from pvae.priors import (
+    DiagonalNormal,
+    FlowPrior,
+    Laplace as LaplacePrior,
+    MixtureOfGaussians,
+    Prior,
+    StandardNormal,
+    StudentT,
+    VampPrior,
+)
 
-__all__ = ["PRIORS", "LIKELIHOODS", "build_prior", "build_likelihood", "build_vae"]
+__all__ = [
+    "PRIORS",
+    "LIKELIHOODS",
+    "GUIDES",
+    "Entry",
+    "Context",
+    "check_spec",
+    "known",
+    "build_prior",
+    "build_likelihood",
+    "build_guide",
+    "build_vae",
+    "check_analytic_kl",
+]
 
-# name -> factory(z_dim, argument after the colon or None)
-PRIORS: dict[str, Callable[[int, str | None], Prior]] = {
-    "normal": lambda z_dim, arg: StandardNormal(z_dim),
+
+@dataclass(frozen=True)
+class Context:
+    """What a component may need besides its own argument: the model's sizes, the guide (for a
+    VampPrior) and training images (to start data-dependent parameters from)."""
+
+    z_dim: int
+    x_dim: int | None = None
+    hidden: tuple[int, ...] = (200, 200)
+    activation: str = "tanh"
+    posterior: PosteriorFamily | None = None
+    init_data: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered component.
+
+    :param usage: how to spell it, e.g. ``mog[:K]``; :param summary: one line, with the default.
+    :param parse: the text after the colon (``None`` when absent) -> the argument; raises
+        ``ValueError`` with the expected form.
+    :param build: ``(argument, context) -> component``.
+    """
+
+    usage: str
+    summary: str
+    parse: Callable[[str | None], Any]
+    build: Callable[[Any, Context], Any]
+
+
+def _no_argument(arg: str | None) -> None:
+    if arg is not None:
+        raise ValueError(f"takes no argument, got {arg!r}")
+
+
+def _count(default: int, what: str) -> Callable[[str | None], int]:
+    def parse(arg: str | None) -> int:
+        if arg is None:
+            return default
+        try:
+            value = int(arg)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(f"expected a positive integer {what} after the colon, got {arg!r}")
+        return value
+
+    return parse
+
+
+def _positive(default: float, what: str) -> Callable[[str | None], float]:
+    def parse(arg: str | None) -> float:
+        if arg is None:
+            return default
+        try:
+            value = float(arg)
+        except ValueError:
+            value = 0.0
+        if not value > 0:
+            raise ValueError(f"expected a positive number {what} after the colon, got {arg!r}")
+        return value
+
+    return parse
+
+
+def _scale_or_learned(default: float) -> Callable[[str | None], float | None]:
+    number = _positive(default, "(the fixed scale) or 'learned'")
+
+    def parse(arg: str | None) -> float | None:
+        return None if arg == "learned" else number(arg)
+
+    return parse
+
+
+def _pseudo_inputs(num: int, ctx: Context) -> Tensor:
+    """K random training images when some are given, else uniform noise in [0, 1]^x_dim."""
+    if ctx.init_data is not None:
+        rows = torch.randint(ctx.init_data.shape[0], (num,), device=ctx.init_data.device)
+        return ctx.init_data[rows].detach().clone()
+    if ctx.x_dim is None:
+        raise ValueError("the vamp prior needs x_dim (its pseudo-inputs are images)")
+    return torch.rand(num, ctx.x_dim)
+
+
+def _vamp(num: int, ctx: Context) -> VampPrior:
+    if ctx.posterior is None:
+        raise ValueError("the vamp prior needs the guide's posterior family (build_vae hands it over)")
+    return VampPrior(ctx.z_dim, ctx.posterior, _pseudo_inputs(num, ctx))
+
+
+PRIORS: dict[str, Entry] = {
+    "normal": Entry("normal", "N(0, I)", _no_argument, lambda a, c: StandardNormal(c.z_dim)),
+    "diagonal": Entry("diagonal", "N(mu, diag(sigma^2)), mu and sigma learned", _no_argument,
+                      lambda a, c: DiagonalNormal(c.z_dim)),
+    "mog": Entry("mog[:K]", "mixture of K learned diagonal Gaussians (K=10)", _count(10, "K"),
+                 lambda k, c: MixtureOfGaussians(c.z_dim, k)),
+    "vamp": Entry("vamp[:K]", "VampPrior: mixture of q(z|u_k) over K learned pseudo-inputs (K=500)",
+                  _count(500, "K"), _vamp),
+    "laplace": Entry("laplace", "independent Laplace(0, 1)", _no_argument, lambda a, c: LaplacePrior(c.z_dim)),
+    "student-t": Entry("student-t[:DF]", "independent Student-t(DF), heavy tails (DF=3)",
+                       _positive(3.0, "DF"), lambda df, c: StudentT(c.z_dim, df)),
+    "flow": Entry("flow[:L]", "N(0, I) through L masked autoregressive flow layers (L=4)", _count(4, "L"),
+                  lambda n, c: FlowPrior(c.z_dim, n)),
 }
-# name -> factory(argument after the colon or None)
-LIKELIHOODS: dict[str, Callable[[str | None], Likelihood]] = {
-    "bernoulli": lambda arg: Bernoulli(),
+LIKELIHOODS: dict[str, Entry] = {
+    "bernoulli": Entry("bernoulli", "binary pixels (needs --binarization dynamic or static)", _no_argument,
+                       lambda a, c: Bernoulli()),
+    "continuous-bernoulli": Entry("continuous-bernoulli", "grey levels in [0, 1], normalized", _no_argument,
+                                  lambda a, c: ContinuousBernoulli()),
+    "gaussian": Entry("gaussian[:SCALE|learned]", "N(mu, SCALE^2) (SCALE=0.1), or a learned scale per pixel",
+                      _scale_or_learned(0.1), lambda s, c: Gaussian(s)),
+    "laplace": Entry("laplace[:SCALE|learned]", "Laplace(mu, SCALE) (SCALE=0.1), or a learned scale per pixel",
+                     _scale_or_learned(0.1), lambda s, c: Laplace(s)),
+    "beta": Entry("beta", "Beta(alpha, beta), values strictly inside (0, 1)", _no_argument, lambda a, c: Beta()),
+    "discretized-logistic": Entry("discretized-logistic", "probabilities of the 256 grey levels k/255",
+                                  _no_argument, lambda a, c: DiscretizedLogistic()),
 }
 
 
-def _split(spec: str) -> tuple[str, str | None]:
-    name, _, arg = spec.partition(":")
-    return name, arg or None
+def _guide_sizes(c: Context) -> tuple[int, int, tuple[int, ...], str]:
+    if c.x_dim is None:
+        raise ValueError("a posterior family needs x_dim")
+    return c.x_dim, c.z_dim, c.hidden, c.activation
 
 
-def build_prior(spec: str, z_dim: int) -> Prior:
-    """A prior from its name, e.g. ``normal``."""
-    name, arg = _split(spec)
-    if name not in PRIORS:
-        raise ValueError(f"unknown prior {spec!r}; expected one of: {', '.join(PRIORS)}")
-    return PRIORS[name](z_dim, arg)
+GUIDES: dict[str, Entry] = {
+    "diagonal": Entry("diagonal", "diagonal Gaussian q(z|x)", _no_argument,
+                      lambda a, c: DiagonalPosterior(*_guide_sizes(c))),
+    "full-cov": Entry("full-cov", "full-covariance Gaussian q(z|x) (learned Cholesky factor)", _no_argument,
+                      lambda a, c: FullCovariancePosterior(*_guide_sizes(c))),
+    "flow": Entry("flow[:L]", "diagonal Gaussian refined by L inverse autoregressive flow steps (L=4)",
+                  _count(4, "L"), lambda n, c: FlowPosterior(*_guide_sizes(c), num_flows=n)),
+}
+
+_REGISTRIES: dict[str, dict[str, Entry]] = {"prior": PRIORS, "likelihood": LIKELIHOODS, "guide": GUIDES}
+
+
+def known(kind: str) -> str:
+    """The spellings of one kind (``prior``, ``likelihood`` or ``guide``), one per line, with summaries."""
+    return "\n".join(f"  {e.usage:<26} {e.summary}" for e in _REGISTRIES[kind].values())
+
+
+def check_spec(kind: str, spec: str) -> tuple[Entry, Any]:
+    """Validate a spelling such as ``mog:10``.
+
+    :param kind: ``prior``, ``likelihood`` or ``guide``.
+    :returns: the registry entry and the parsed argument.
+    :raises ConfigError: for an unknown name (listing the known ones and the nearest) or a bad argument.
+    """
+    registry = _REGISTRIES[kind]
+    name, colon, arg = spec.partition(":")
+    if name not in registry:
+        near = difflib.get_close_matches(name, registry, n=1, cutoff=0.5)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"unknown {kind} {spec!r}{hint} Known {kind}s:\n{known(kind)}")
+    entry = registry[name]
+    try:
+        return entry, entry.parse(arg if colon else None)
+    except ValueError as err:
+        raise ConfigError(f"{kind} {spec!r} (spelled {entry.usage}): {err}") from err
+
+
+def build_prior(
+    spec: str,
+    z_dim: int,
+    *,
+    x_dim: int | None = None,
+    posterior: PosteriorFamily | None = None,
+    init_data: Tensor | None = None,
+) -> Prior:
+    """A prior from its spelling, e.g. ``normal`` or ``mog:10``.
+
+    :param posterior: the guide's posterior family (needed by ``vamp``).
+    :param init_data: training images ``(n, x_dim)``; ``vamp`` starts its pseudo-inputs at K of them.
+    """
+    entry, arg = check_spec("prior", spec)
+    return entry.build(arg, Context(z_dim, x_dim, posterior=posterior, init_data=init_data))
 
 
 def build_likelihood(spec: str) -> Likelihood:
-    """A likelihood from its name, e.g. ``bernoulli``."""
-    name, arg = _split(spec)
-    if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {spec!r}; expected one of: {', '.join(LIKELIHOODS)}")
-    return LIKELIHOODS[name](arg)
+    """A likelihood from its spelling, e.g. ``bernoulli`` or ``gaussian:learned``."""
+    entry, arg = check_spec("likelihood", spec)
+    return entry.build(arg, Context(z_dim=1))
 
 
-def build_vae(config: TrainConfig, x_dim: int, num_data: int, mean_image: Tensor | None = None) -> VAE:
+def build_guide(spec: str, x_dim: int, z_dim: int, hidden: tuple[int, ...] = (200, 200), activation: str = "tanh") -> PosteriorFamily:
+    """A posterior family from its spelling, e.g. ``diagonal``, ``full-cov`` or ``flow:4``."""
+    entry, arg = check_spec("guide", spec)
+    return entry.build(arg, Context(z_dim, x_dim, tuple(hidden), activation))
+
+
+def build_vae(
+    config: TrainConfig,
+    x_dim: int,
+    num_data: int,
+    mean_image: Tensor | None = None,
+    *,
+    init_data: Tensor | None = None,
+) -> VAE:
     """The VAE a configuration describes.
 
     :param x_dim: pixels per image; :param num_data: N, the training-set size.
     :param mean_image: mean training image ``(x_dim,)``; when given, the decoder's output bias
         starts at the likelihood's :meth:`initial_bias` of it.
+    :param init_data: training images ``(n, x_dim)`` for data-dependent starting values (the VampPrior's
+        pseudo-inputs); without them such parameters start from noise. Loading a checkpoint
+        overwrites them either way.
     """
     likelihood = build_likelihood(config.likelihood)
+    # The guide first: a VampPrior is built on it.
+    posterior = build_guide(config.guide, x_dim, config.z_dim, config.hidden, config.activation)
+    prior = build_prior(config.prior, config.z_dim, x_dim=x_dim, posterior=posterior, init_data=init_data)
     vae = VAE(
         x_dim,
         config.z_dim,
-        prior=build_prior(config.prior, config.z_dim),
+        prior=prior,
         likelihood=likelihood,
+        posterior=posterior,
         hidden=config.hidden,
         activation=config.activation,
         num_data=num_data,
@@ -66,3 +273,26 @@ def build_vae(config: TrainConfig, x_dim: int, num_data: int, mean_image: Tensor
     if mean_image is not None:
         set_output_bias(vae.decoder, likelihood.initial_bias(mean_image).to(vae.decoder[-1].bias))
     return vae
+
+
+def check_analytic_kl(vae: VAE, x: Tensor, guide: str = "this guide", prior: str = "this prior") -> None:
+    """Refuse, before training, a (guide, prior) pair without a closed-form KL(q(z|x) || p(z)).
+
+    ``TraceMeanField_ELBO`` would otherwise fall back to Monte Carlo without a word. The test is
+    ``torch.distributions.kl_divergence`` on the two distributions for the images ``x`` ``(n, x_dim)``.
+
+    :param guide: :param prior: their spellings, for the message.
+    :raises ConfigError: when there is no closed form.
+    """
+    with torch.no_grad():
+        q = vae.posterior(x)
+        p = vae.prior().expand(q.batch_shape)
+        try:
+            kl_divergence(q, p)
+        except NotImplementedError:
+            raise ConfigError(
+                f"objective 'meanfield' (TraceMeanField_ELBO) needs KL(q(z|x) || p(z)) in closed form, and the "
+                f"pair (guide {guide}, prior {prior}) has none; use --objective trace (Monte-Carlo KL), or a "
+                "closed-form pair: guide diagonal with prior normal, diagonal or laplace; guide full-cov with prior "
+                "normal or diagonal"
+            ) from None

@@ -7,6 +7,7 @@ only validates.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +15,9 @@ from typing import Any
 from pvae.data import BINARIZATIONS, DATASETS
 from pvae.networks import ACTIVATIONS
 
-__all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "ConfigError"]
+__all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "ConfigError", "iwae_particles"]
 
-OBJECTIVES: tuple[str, ...] = ("trace", "meanfield")
+OBJECTIVES: tuple[str, ...] = ("trace", "meanfield", "iwae:K")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
@@ -38,9 +39,14 @@ class TrainConfig:
     :param z_dim: m, the latent dimension.
     :param hidden: hidden layer widths of the encoder (the decoder mirrors them).
     :param activation: hidden-layer nonlinearity.
-    :param prior: p(z); :param likelihood: p(x|z).
-    :param objective: ``trace`` (Pyro's ``Trace_ELBO``, Monte-Carlo KL) or ``meanfield``
-        (``TraceMeanField_ELBO``, analytic KL).
+    :param prior: p(z) as name[:argument]: normal, diagonal, mog[:K], vamp[:K], laplace, student-t[:DF]
+        or flow[:L] (:data:`pvae.components.PRIORS` says what each is).
+    :param likelihood: p(x|z): bernoulli, continuous-bernoulli, gaussian[:SCALE|learned],
+        laplace[:SCALE|learned], beta or discretized-logistic (:data:`pvae.components.LIKELIHOODS`).
+    :param guide: the posterior family q(z|x): diagonal, full-cov or flow[:L] (:data:`pvae.components.GUIDES`).
+    :param objective: ``trace`` (Pyro's ``Trace_ELBO``, Monte-Carlo KL), ``meanfield``
+        (``TraceMeanField_ELBO``, analytic KL) or ``iwae:K`` (the importance-weighted bound with K >= 2
+        samples per image, Burda et al. 2016; :class:`pvae.iwae.IWAE_ELBO`).
     :param num_particles: Monte-Carlo samples of z per image in the training objective.
     :param batch_size: B, images per SVI step; :param epochs: passes over the training set.
     :param lr: Adam's learning rate; :param lr_schedule: ``constant``, ``cosine`` (to lr/100 at the
@@ -48,6 +54,13 @@ class TrainConfig:
     :param seed: seeds the model's initialization, the sampling of z and the data order.
     :param device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     :param out: the run folder; ``None``: ``runs/<date-time>``.
+
+    >>> TrainConfig(z_dim=2, epochs=5).z_dim
+    2
+    >>> TrainConfig(z_dim=0)
+    Traceback (most recent call last):
+    ...
+    pvae.config.ConfigError: z_dim must be an integer >= 1, got 0
     """
 
     dataset: str = "mnist"
@@ -60,6 +73,7 @@ class TrainConfig:
     activation: str = "tanh"
     prior: str = "normal"
     likelihood: str = "bernoulli"
+    guide: str = "diagonal"
     objective: str = "trace"
     num_particles: int = 1
     batch_size: int = 100
@@ -75,15 +89,20 @@ class TrainConfig:
         _choice("dataset", self.dataset, tuple(DATASETS))
         _choice("binarization", self.binarization, BINARIZATIONS)
         _choice("activation", self.activation, tuple(ACTIVATIONS))
-        _choice("objective", self.objective, OBJECTIVES)
+        iwae_particles(self.objective)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("device", self.device, DEVICES)
-        from pvae.components import LIKELIHOODS, PRIORS
+        from pvae.components import LIKELIHOODS, build_likelihood, check_spec
 
-        _choice("prior", self.prior.split(":")[0], tuple(PRIORS))
-        _choice("likelihood", self.likelihood.split(":")[0], tuple(LIKELIHOODS))
+        for kind in ("prior", "likelihood", "guide"):
+            check_spec(kind, getattr(self, kind))
         _at_least("z_dim", self.z_dim, 1)
         _at_least("num_particles", self.num_particles, 1)
+        if iwae_particles(self.objective) is not None and self.num_particles != 1:
+            raise ConfigError(
+                f"objective {self.objective} already draws its K samples per image; "
+                f"leave num_particles at 1, got {self.num_particles}"
+            )
         _at_least("batch_size", self.batch_size, 1)
         _at_least("epochs", self.epochs, 1)
         _at_least("val_size", self.val_size, 0)
@@ -95,10 +114,11 @@ class TrainConfig:
             raise ConfigError(f"lr must be a positive learning rate, e.g. 1e-3; got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], e.g. 0.95; got {self.lr_decay}")
-        if self.binarization == "none" and self.likelihood == "bernoulli":
+        if self.binarization == "none" and build_likelihood(self.likelihood).needs_binary:
+            grey = [e.usage for name, e in LIKELIHOODS.items() if not build_likelihood(name).needs_binary]
             raise ConfigError(
-                "the bernoulli likelihood needs binary pixels, but binarization is 'none'; "
-                "use --binarization dynamic or static, or a likelihood for grey levels"
+                f"the {self.likelihood} likelihood needs binary pixels, but binarization is 'none'; "
+                f"use --binarization dynamic or static, or a likelihood for grey levels: {', '.join(grey)}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,9 +143,27 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+def iwae_particles(objective: str) -> int | None:
+    """K of an ``iwae:K`` objective, checked to be an integer >= 2; ``None`` for the other objectives.
+
+    :raises ConfigError: for an unknown objective or a malformed ``iwae:K``.
+    """
+    name, _, arg = objective.partition(":")
+    if name != "iwae":
+        _choice("objective", objective, OBJECTIVES)
+        return None
+    if not arg.isdecimal() or int(arg) < 2:
+        raise ConfigError(
+            f"objective iwae:K needs K, an integer >= 2 importance samples per image, e.g. iwae:5; got {objective!r}"
+        )
+    return int(arg)
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"unknown {name} {value!r}; expected one of: {', '.join(allowed)}")
+        near = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ConfigError(f"unknown {name} {value!r}{hint}; expected one of: {', '.join(allowed)}")
 
 
 def _at_least(name: str, value: int, low: int) -> None:

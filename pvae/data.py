@@ -26,6 +26,7 @@ __all__ = [
     "load_images",
     "load_data",
     "binarize",
+    "check_images",
 ]
 
 # name -> torchvision.datasets class name (torchvision is imported only when data is loaded: it is slow to import)
@@ -55,45 +56,98 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def _read_idx(path: Path) -> Tensor:
     """Read a (possibly gzipped) IDX file of unsigned bytes into a uint8 tensor of its shape."""
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip raises these on a corrupt or cut-off archive
+        raise ValueError(f"{path} cannot be read ({err}); replace it with an intact copy") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or len(raw) < 4 + 4 * raw[3]:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes; expected MNIST-style *-ubyte files")
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8)
-    if data.numel() != torch.Size(dims).numel():
-        raise ValueError(f"{path} is truncated: expected {dims} bytes of pixels, got {data.numel()}")
-    return data.reshape(dims)
+    body = raw[4 + 4 * ndim :]
+    if len(body) != torch.Size(dims).numel():
+        raise ValueError(f"{path} is truncated or padded: its header says {dims} ({torch.Size(dims).numel()} bytes), "
+                         f"it holds {len(body)} bytes; replace it with an intact copy")
+    if not body:
+        return torch.zeros(dims, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
 
 
 def load_images(name: str, data_dir: str | os.PathLike[str] | None = None, *, train: bool) -> tuple[Tensor, Tensor]:
     """One split of a dataset as tensors.
 
+    Files already on disk (uncompressed or gzipped IDX in torchvision's layout, or Debian's
+    Fashion-MNIST) are read directly; otherwise torchvision downloads them first.
+
     :param name: a key of :data:`DATASETS`.
     :param train: the training split (True) or the test split (False).
     :returns: ``images`` uint8 ``(N, H, W)`` and ``labels`` int64 ``(N,)``.
     :raises DataNotFoundError: when the files are absent and the download fails.
+    :raises ValueError: when a file is not IDX, is truncated, or holds an empty or mis-shaped set.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    from torchvision import datasets
-
-    cls = getattr(datasets, DATASETS[name])
     root = resolve_data_dir(data_dir)
+    raw = root / DATASETS[name] / "raw"
     split = "train" if train else "t10k"
-    if name == "fashion-mnist" and not (root / cls.__name__ / "raw").is_dir() and DEBIAN_FASHION_MNIST.is_dir():
-        images = _read_idx(DEBIAN_FASHION_MNIST / f"{split}-images-idx3-ubyte.gz")
-        labels = _read_idx(DEBIAN_FASHION_MNIST / f"{split}-labels-idx1-ubyte.gz")
-        return images, labels.long()
+    stems = (f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte")
+    if name == "fashion-mnist" and not raw.is_dir() and DEBIAN_FASHION_MNIST.is_dir():
+        raw = DEBIAN_FASHION_MNIST
+    if _find(raw, stems[0]) is None or _find(raw, stems[1]) is None:
+        _download(name, root, raw)
+    images, labels = (_read_idx(_find(raw, stem) or raw / stem) for stem in stems)
+    _check_split(images, labels, f"{name} ({split}) under {raw}")
+    return images, labels.long()
+
+
+def _find(raw: Path, stem: str) -> Path | None:
+    for candidate in (raw / stem, raw / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _download(name: str, root: Path, raw: Path) -> None:
+    from torchvision import datasets  # slow to import; only needed to download
+
     try:
-        ds = cls(root=str(root), train=train, download=True)
+        for train in (True, False):
+            getattr(datasets, DATASETS[name])(root=str(root), train=train, download=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision raises RuntimeError
+        reason = " ".join(str(err).split())  # torchvision's message spans lines; keep the error one line
         raise DataNotFoundError(
-            f"{name} was not found under {root / cls.__name__ / 'raw'} and downloading it failed ({err}). "
+            f"{name} was not found under {raw} and downloading it failed ({reason}). "
             f"Either put the four IDX files there (torchvision's layout) and pass --data-dir {root} or set "
             f"PVAE_DATA_DIR={root}, or run once on a machine with network access so torchvision can download them."
         ) from err
-    return ds.data, ds.targets.long()
+
+
+def _check_split(images: Tensor, labels: Tensor, where: str) -> None:
+    if images.dtype != torch.uint8 or images.ndim != 3:
+        raise ValueError(f"{where}: expected images as uint8 of shape (N, H, W), got {images.dtype} {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{where}: the dataset is empty; expected at least one image")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"{where}: expected {images.shape[0]} labels, got shape {tuple(labels.shape)}")
+
+
+def check_images(x: Tensor, x_dim: int) -> None:
+    """Refuse data a VAE cannot take: not a float tensor of shape ``(N, x_dim)`` with N >= 1, or non-finite values.
+
+    :raises ValueError: naming what was expected and what was found.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(f"expected images as a floating-point tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}; "
+                         "convert with x.float() (and divide 8-bit pixels by 255)")
+    if x.ndim != 2 or x.shape[1] != x_dim:
+        raise ValueError(f"expected images of shape (N, {x_dim}), got {tuple(x.shape)}; flatten each image with x.reshape(len(x), -1)")
+    if x.shape[0] == 0:
+        raise ValueError("expected at least one image, got an empty tensor")
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = bad.any(1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"the images hold NaN or infinite pixels (first affected images: {rows}); clean or drop them")
 
 
 @dataclass(frozen=True)
@@ -160,6 +214,12 @@ def binarize(x: Tensor, seed: int) -> Tensor:
     """One Bernoulli draw of every pixel: x_bin ~ Bernoulli(x), reproducible from ``seed``.
 
     :param x: grey levels in [0, 1], any shape. :returns: 0/1 float tensor of the same shape and device.
+
+    >>> x = torch.full((2, 3), 0.5)
+    >>> torch.equal(binarize(x, seed=7), binarize(x, seed=7))
+    True
+    >>> binarize(torch.tensor([0.0, 1.0]), seed=0)
+    tensor([0., 1.])
     """
     gen = torch.Generator(device=x.device).manual_seed(seed)
     return torch.bernoulli(x, generator=gen)

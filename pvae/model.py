@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
-from torch import Tensor
+from torch import Tensor, nn
 
+from pvae.guides import DiagonalPosterior, PosteriorFamily, central_value
 from pvae.likelihoods import Bernoulli, Likelihood
-from pvae.networks import GaussianEncoder, mlp
+from pvae.networks import mlp
 from pvae.priors import Prior, StandardNormal
 
 __all__ = ["VAE"]
@@ -30,6 +30,8 @@ class VAE(PyroModule):
     :param z_dim: m, the latent dimension (any m >= 1).
     :param prior: p(z); default :class:`~pvae.priors.StandardNormal` ``(z_dim)``.
     :param likelihood: p(x|z); default :class:`~pvae.likelihoods.Bernoulli`.
+    :param posterior: the posterior family q(z|x) the guide draws from; default
+        :class:`~pvae.guides.DiagonalPosterior` with the encoder widths ``hidden``.
     :param hidden: hidden widths of the encoder; the decoder mirrors them.
     :param activation: name in :data:`pvae.networks.ACTIVATIONS`.
     :param num_data: N, the training-set size. A minibatch of B < N images is a subsample of the
@@ -44,6 +46,7 @@ class VAE(PyroModule):
         *,
         prior: Prior | None = None,
         likelihood: Likelihood | None = None,
+        posterior: PosteriorFamily | None = None,
         hidden: Sequence[int] = (200, 200),
         activation: str = "tanh",
         num_data: int | None = None,
@@ -56,7 +59,10 @@ class VAE(PyroModule):
         self.x_dim, self.z_dim, self.num_data = x_dim, z_dim, num_data
         self.prior = prior if prior is not None else StandardNormal(z_dim)
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
-        self.encoder = GaussianEncoder(x_dim, z_dim, hidden, activation)
+        self.posterior = posterior if posterior is not None else DiagonalPosterior(x_dim, z_dim, hidden, activation)
+        for name, part in (("prior", self.prior), ("posterior", self.posterior)):
+            if getattr(part, "z_dim", z_dim) != z_dim:
+                raise ValueError(f"expected a {name} over z_dim={z_dim}, got one with z_dim={part.z_dim}")
         self.decoder = mlp(z_dim, tuple(reversed(hidden)), self.likelihood.params_per_pixel * x_dim, activation)
 
     def _data_plate(self, x: Tensor) -> pyro.plate:
@@ -76,20 +82,24 @@ class VAE(PyroModule):
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: Tensor) -> None:
-        """q_phi(z|x) = N(z; loc(x), diag(scale(x)^2)), reparameterized as z = loc + scale * eps.
+        """q_phi(z|x), the posterior family's distribution, reparameterized (e.g. z = loc + scale * eps).
 
         :param x: observed images, shape ``(batch, x_dim)``.
         """
         with self._data_plate(x):
-            loc, scale = self.encoder(x)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", self.posterior(x))
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The posterior family's network (for the default family, x -> (loc, scale) of q(z|x))."""
+        return self.posterior.encoder  # type: ignore[union-attr]
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Mean of p(x|z) at z = the posterior mean of q(z|x). :param x: ``(batch, x_dim)``.
+        """Mean of p(x|z) at z = the posterior mean of q(z|x) (for a flow guide, the flow's image of
+        its base mean; see :func:`~pvae.guides.central_value`). :param x: ``(batch, x_dim)``.
         :returns: ``(batch, x_dim)``."""
-        loc, _ = self.encoder(x)
-        return self.likelihood(self.decoder(loc)).mean
+        return self.likelihood(self.decoder(central_value(self.posterior(x)))).mean
 
     @torch.no_grad()
     def generate(self, num_samples: int) -> Tensor:

@@ -1,0 +1,142 @@
+"""Seconds for log p(x) by importance sampling: pvae's estimator versus a hand-written batched PyTorch
+estimator on the same trained network, and the one-image-at-a-time loop of other VAE code for scale.
+
+All three compute log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x), for the default model (784-200-200-50
+tanh MLPs, Bernoulli likelihood, N(0, I) prior, diagonal Gaussian guide). pvae's estimator and the
+hand-written one cut the work into the same chunks of (particle, image) pairs; the loop takes one
+image at a time with its K particles in one batch and is timed on ``--loop-images`` images, then scaled
+to ``--num-images``. pvae and hand-written are timed in alternation in one process, so machine noise
+hits both alike; the ratio pvae / hand-written is the figure of merit (target <= 1.2).
+
+pvae's estimator runs as ``pvae evaluate`` runs it, with Pyro's argument validation off after the data's
+support was checked (``--validate`` times it with validation on).
+
+    PVAE_DATA_DIR=../shared/data .venv/bin/python bench/log_px_speed.py --run RUN \\
+        [--num-images 10000] [--num-samples 5000] [--repeats 3]
+
+Without ``--run`` it first trains a small model (10,000 images, 2 epochs) into ``--train-out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from pvae import TrainConfig, load_data, train
+from pvae.data import fixed_eval_set
+from pvae.importance import DEFAULT_CHUNK_SIZE, log_marginal_likelihood
+from pvae.model import VAE
+from pvae.runs import load_run, rebuild_model, resolve_device
+
+
+@torch.no_grad()
+def hand_written_log_px(encoder: nn.Module, decoder: nn.Module, x: Tensor, num_samples: int, chunk_size: int) -> Tensor:
+    """The estimator written directly in PyTorch, chunked as pvae's is: ``(N,)`` float64."""
+    images = max(1, min(x.shape[0], chunk_size // num_samples))
+    particles = min(num_samples, chunk_size)
+    normal = torch.distributions.Normal
+    out = []
+    for xb in x.split(images):
+        loc, scale = encoder(xb)
+        lse = xb.new_full((xb.shape[0],), -math.inf, dtype=torch.float64)
+        for start in range(0, num_samples, particles):
+            z = normal(loc, scale).rsample((min(particles, num_samples - start),))  # (P, B, m)
+            logits = decoder(z)
+            log_px_z = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
+            log_w = log_px_z + normal(0.0, 1.0).log_prob(z).sum(-1) - normal(loc, scale).log_prob(z).sum(-1)
+            lse = torch.logaddexp(lse, log_w.double().logsumexp(0))
+        out.append(lse - math.log(num_samples))
+    return torch.cat(out)
+
+
+def one_image_at_a_time_log_px(encoder: nn.Module, decoder: nn.Module, x: Tensor, num_samples: int) -> Tensor:
+    """The loop found in other VAE code: for each image, K particles in one batch."""
+    return torch.cat([hand_written_log_px(encoder, decoder, xi, num_samples, num_samples) for xi in x.split(1)])
+
+
+def trained_model(args: argparse.Namespace, device: torch.device) -> tuple[VAE, TrainConfig]:
+    if args.run is not None:
+        config, state = load_run(args.run, map_location=device)
+        return rebuild_model(config, state, device), config
+    config = TrainConfig(train_size=10_000, epochs=2, device=str(device), out=args.train_out, data_dir=args.data_dir)
+    if (Path(args.train_out) / "checkpoint.pt").exists():
+        config_saved, state = load_run(args.train_out, map_location=device)
+        return rebuild_model(config_saved, state, device), config_saved
+    return train(config, progress=False).vae.eval(), config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", help="a run folder of the default model (else one is trained into --train-out)")
+    parser.add_argument("--train-out", default="runs/bench-log-px", help="where to train the model without --run")
+    parser.add_argument("--num-images", type=int, default=10_000, help="test images (default: all 10,000)")
+    parser.add_argument("--num-samples", type=int, default=5000, help="K, importance samples per image")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="(particle, image) pairs per pass")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per estimator (alternating)")
+    parser.add_argument("--loop-images", type=int, default=20, help="images timed for the one-at-a-time loop")
+    parser.add_argument("--validate", action="store_true", help="keep Pyro's validation on in pvae's estimator")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    vae, config = trained_model(args, device)
+    data = load_data(config.dataset, args.data_dir, val_size=config.val_size, device=device)
+    x = fixed_eval_set(data.test, config.binarization)[: args.num_images]
+    vae.likelihood.check_support(x)
+    k, chunk = args.num_samples, args.chunk_size
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def pvae_estimator() -> Tensor:
+        with pyro.validation_enabled(args.validate):
+            return log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k, chunk_size=chunk)
+
+    def hand_estimator() -> Tensor:
+        return hand_written_log_px(vae.encoder, vae.decoder, x, k, chunk)
+
+    times: dict[str, list[float]] = {"pvae": [], "hand-written": []}
+    means: dict[str, list[float]] = {"pvae": [], "hand-written": []}
+    estimators = [("pvae", pvae_estimator), ("hand-written", hand_estimator)]
+    for rep in range(args.repeats):
+        # Alternate which goes first so drifts in machine load do not favour one side.
+        for name, run in estimators if rep % 2 == 0 else estimators[::-1]:
+            sync()
+            tic = time.perf_counter()
+            log_px = run()
+            sync()
+            times[name].append(time.perf_counter() - tic)
+            means[name].append(log_px.mean().item())
+            print(f"run {rep + 1}  {name:<13} {times[name][-1]:8.2f} s   mean log p(x) {means[name][-1]:9.3f} nats",
+                  flush=True)
+
+    tic = time.perf_counter()
+    loop_px = one_image_at_a_time_log_px(vae.encoder, vae.decoder, x[: args.loop_images], k)
+    loop_seconds = (time.perf_counter() - tic) / len(loop_px) * len(x)
+
+    p, h = statistics.median(times["pvae"]), statistics.median(times["hand-written"])
+    ratios = [a / b for a, b in zip(times["pvae"], times["hand-written"])]
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"\ndevice {device}, {torch.get_num_threads()} threads; {len(x)} test images, K={k}, chunk {chunk} pairs, "
+          f"{args.repeats} runs each (median); Pyro validation {'on' if args.validate else 'off'} in pvae's")
+    print(f"pvae                       {p:9.2f} s   ({len(x) * k / p / 1e6:.2f} M particles/s)")
+    print(f"hand-written, batched      {h:9.2f} s")
+    print(f"one image at a time        {loop_seconds:9.2f} s   (timed on {len(loop_px)} images, scaled)")
+    print(f"ratio pvae / hand-written = {p / h:.3f} (per run: {', '.join(f'{r:.3f}' for r in ratios)}; target <= 1.2)")
+    print(f"mean log p(x): pvae {statistics.mean(means['pvae']):.3f}, hand-written "
+          f"{statistics.mean(means['hand-written']):.3f} nats; peak memory of this process {peak_gb:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()

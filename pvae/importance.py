@@ -1,0 +1,328 @@
+"""log p(x) image by image, by importance sampling with the guide as proposal.
+
+.. math::
+
+    \\log \\hat p_K(x_i) = \\log \\frac{1}{K} \\sum_{k=1}^K w_{ik}, \\qquad
+    w_{ik} = \\frac{p(x_i, z_{ik})}{q(z_{ik} \\mid x_i)}, \\qquad z_{ik} \\sim q(z \\mid x_i)
+
+(Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders", eq. 8). The estimate is a
+lower bound on log p(x_i) in expectation that tightens as K grows; from the same draws come the
+ELBO, :math:`\\frac{1}{K} \\sum_k \\log w_{ik}`, and the effective sample size of the normalized
+weights, :math:`(\\sum_k w_{ik})^2 / \\sum_k w_{ik}^2`. Since the ELBO equals
+:math:`\\log p(x) - KL(q(z|x) \\,\\|\\, p(z|x))`, ``log_px - elbo`` estimates that KL image by image.
+
+Works for any Pyro model/guide pair that takes the images as first argument and keeps them in a
+plate (named ``"data"`` by default): the guide is traced under a vectorized particles plate, the
+model replayed against it, and every sample site's *unscaled* ``log_prob`` summed over all
+dimensions but the particles and the images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.ops.stats import fit_generalized_pareto
+from pyro.poutine import Trace
+from pyro.poutine.util import prune_subsample_sites
+from torch import Tensor
+
+from pvae.guides import central_value
+
+__all__ = [
+    "ImportanceEstimate",
+    "LogWeights",
+    "log_importance_weights",
+    "importance_estimate",
+    "log_marginal_likelihood",
+    "latent_activity",
+    "active_units",
+    "DEFAULT_CHUNK_SIZE",
+]
+
+# Pairs (particle, image) per vectorized pass. The decoder's output, (pairs, x_dim) floats, and a few
+# temporaries of that size dominate memory: for 784 pixels this is about 0.5 GB at peak.
+DEFAULT_CHUNK_SIZE = 2**15
+_PARTICLES = "_importance_particles"
+
+
+class LogWeights(NamedTuple):
+    """Per-image log importance weights of a batch, the minibatch scale of its data plate, and the
+    traces they come from (the guide's holds the draws z)."""
+
+    log_weights: Tensor  # (num_particles, batch)
+    scale: float  # N / B when the data plate subsamples B of N images (times any poutine.scale), else 1
+    model_trace: Trace
+    guide_trace: Trace
+
+
+def log_importance_weights(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: Tensor,
+    *args: Any,
+    num_particles: int,
+    data_plate: str = "data",
+    max_plate_nesting: int = 1,
+    dtype: torch.dtype | None = None,
+    **kwargs: Any,
+) -> LogWeights:
+    """log w_ik = log p(x_i, z_ik) - log q(z_ik | x_i) for z_ik ~ q(z | x_i), one draw per particle.
+
+    Differentiable (through reparameterized draws and the parameters); the caller decides about
+    ``torch.no_grad``.
+
+    :param model: ``model(x, *args, **kwargs)``, every sample site inside the plate ``data_plate``.
+    :param guide: ``guide(x, *args, **kwargs)``, same requirement.
+    :param x: the images, ``(batch, ...)``; the data plate's dimension indexes them.
+    :param num_particles: K, draws per image, vectorized in a plate left of all model plates.
+    :param data_plate: name of the plate over images.
+    :param max_plate_nesting: how many plates the model and guide nest (1: only the data plate);
+        the particles take the dimension ``-(max_plate_nesting + 1)``.
+    :param dtype: the dtype of the returned weights (each site's sum is cast before adding them);
+        ``None``: the model's.
+    :returns: ``log_weights`` of shape ``(num_particles, batch)``, from full, per-image log-densities
+        (not multiplied by the N / B of a subsampled plate), that ``scale``, and the two traces.
+    """
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    if max_plate_nesting < 1:
+        raise ValueError(f"max_plate_nesting must be >= 1 (the data plate), got {max_plate_nesting}")
+    ndim = max_plate_nesting + 1
+    try:
+        with pyro.plate(_PARTICLES, num_particles, dim=-ndim):
+            guide_trace = poutine.trace(guide).get_trace(x, *args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *args, **kwargs)
+    except ValueError as err:
+        if _PARTICLES not in str(err):
+            raise
+        raise ValueError(
+            f"a plate of the model or guide wants the particles' dim {-ndim}: they nest more plates than "
+            f"max_plate_nesting={max_plate_nesting}; pass max_plate_nesting={max_plate_nesting + 1} or more ({err})"
+        ) from err
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+
+    log_w: Tensor | float = 0.0
+    scales: dict[str, float] = {}
+    for role, trace, sign in (("model", model_trace, 1.0), ("guide", guide_trace, -1.0)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or (role == "guide" and site["is_observed"]):
+                continue
+            if role == "model" and not site["is_observed"] and name not in guide_trace.nodes:
+                # The model would draw it from its prior, and the weight would miss that proposal's density.
+                raise ValueError(
+                    f"the model's latent site {name!r} is not in the guide; the guide must propose every latent"
+                )
+            lp = _per_image(site, role, data_plate, ndim)
+            log_w = log_w + sign * (lp if dtype is None else lp.to(dtype))
+            scales[f"{role} site {name!r}"] = float(site["scale"])
+    if not isinstance(log_w, Tensor):
+        raise ValueError("the model and guide have no sample sites")
+    if len(set(scales.values())) > 1:
+        raise ValueError(
+            f"expected one minibatch scale shared by every site (the data plate's N / B), got {scales}; "
+            "a poutine.scale on part of the model has no meaning inside an importance weight"
+        )
+    return LogWeights(log_w.expand(num_particles, x.shape[0]), next(iter(scales.values())), model_trace, guide_trace)
+
+
+def _per_image(site: dict[str, Any], role: str, data_plate: str, ndim: int) -> Tensor:
+    """A site's log-density summed over every batch dimension but the particles' and the images'."""
+    name = site["name"]
+    frames = {f.name: f for f in site["cond_indep_stack"] if f.vectorized}
+    if data_plate not in frames:
+        raise ValueError(
+            f"the {role}'s sample site {name!r} is outside the plate {data_plate!r}, so its log-density "
+            f"cannot be split image by image (plates around it: {sorted(frames) or 'none'}); put every sample "
+            f"site inside the data plate, or name that plate with data_plate=..."
+        )
+    for frame in frames.values():
+        if frame.name != _PARTICLES and frame.dim < -(ndim - 1):
+            raise ValueError(
+                f"plate {frame.name!r} of {role} site {name!r} uses dim {frame.dim}, deeper than "
+                f"max_plate_nesting={ndim - 1}; pass max_plate_nesting={-frame.dim}"
+            )
+    # Unscaled on purpose: the plate's N / B scale is a property of SVI's loss, not of p(x_i, z_i).
+    lp = scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
+    if lp.dim() > ndim:
+        raise ValueError(
+            f"{role} site {name!r} has log_prob of shape {tuple(lp.shape)}, more batch dims than its plates; "
+            "fold the extra dims into the event with .to_event(...)"
+        )
+    lp = lp.reshape((1,) * (ndim - lp.dim()) + lp.shape)
+    data_dim = ndim + frames[data_plate].dim
+    other = [d for d in range(1, ndim) if d != data_dim]
+    return (lp.sum(other) if other else lp).reshape(lp.shape[0], lp.shape[data_dim])
+
+
+@dataclass(frozen=True)
+class ImportanceEstimate:
+    """Per-image results of importance sampling, each ``(N,)`` float64 in nats unless said otherwise.
+
+    :ivar log_px: log (1/K) sum_k w_ik, the estimate of log p(x_i) (higher is better).
+    :ivar elbo: (1/K) sum_k log w_ik, the ELBO from the same draws.
+    :ivar ess: effective sample size (sum_k w_ik)^2 / sum_k w_ik^2, between 1 and K.
+    :ivar pareto_k: Pareto k-hat of the weights' tail (Vehtari et al., "Pareto Smoothed Importance
+        Sampling"; above 0.7 the estimate is unreliable), or ``None`` when not asked for.
+    :ivar num_samples: K.
+    """
+
+    log_px: Tensor
+    elbo: Tensor
+    ess: Tensor
+    pareto_k: Tensor | None
+    num_samples: int
+
+    @property
+    def kl_gap(self) -> Tensor:
+        """log_px - elbo, ``(N,)``: an estimate of KL(q(z|x_i) || p(z|x_i)), >= 0 by Jensen on the same draws."""
+        return self.log_px - self.elbo
+
+    @property
+    def log_px_mean(self) -> float:
+        """The mean of log_px over images."""
+        return self.log_px.mean().item()
+
+    @property
+    def log_px_stderr(self) -> float:
+        """Standard error of :attr:`log_px_mean` over images (std / sqrt(N); 0 for a single image)."""
+        n = self.log_px.numel()
+        return (self.log_px.std() / math.sqrt(n)).item() if n > 1 else 0.0
+
+
+@torch.no_grad()
+def importance_estimate(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: Tensor,
+    *args: Any,
+    num_samples: int,
+    data_plate: str = "data",
+    max_plate_nesting: int = 1,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    pareto_k: bool = False,
+    **kwargs: Any,
+) -> ImportanceEstimate:
+    """Estimate log p(x_i) for every image, with the ELBO, the ESS and optionally Pareto k-hat.
+
+    Particles are vectorized and split into chunks of at most ``chunk_size`` (particle, image) pairs,
+    over particles and over images, so memory stays bounded whatever K and N; the chunks' log-sum-exps
+    are combined in float64.
+
+    :param model: ``model(x, *args, **kwargs)``; every sample site inside the plate ``data_plate``.
+    :param guide: the proposal ``guide(x, *args, **kwargs)``, same sites, reparameterized or not.
+    :param x: images ``(N, ...)``; cut into chunks along dim 0. ``args`` and ``kwargs`` go unchanged
+        to every chunk, so they must not be per-image.
+    :param num_samples: K, importance samples per image.
+    :param data_plate: the plate over images; :param max_plate_nesting: plates nested in the model
+        (default 1: only the data plate), see :func:`log_importance_weights`.
+    :param chunk_size: most (particle, image) pairs per pass; memory is ``O(chunk_size * x_dim)``.
+    :param pareto_k: also fit Pareto k-hat per image (keeps the largest ~3 sqrt(K) weights of each image).
+    :returns: per-image estimates, see :class:`ImportanceEstimate`.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 (particle, image) pair, got {chunk_size}")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"expected a batch of images (N, ...) with N >= 1, got shape {tuple(x.shape)}")
+    images_per_chunk = max(1, min(x.shape[0], chunk_size // num_samples))
+    particles_per_chunk = min(num_samples, chunk_size)
+    # The tail that PSIS fits: the largest min(K/5, 3 sqrt(K)) weights, as in pyro.infer.importance.psis_diagnostic.
+    tail = math.ceil(min(0.2 * num_samples, 3.0 * math.sqrt(num_samples))) + 1
+    parts: dict[str, list[Tensor]] = {"log_px": [], "elbo": [], "ess": [], "pareto_k": []}
+    for xb in x.split(images_per_chunk):
+        lse = xb.new_full((xb.shape[0],), -math.inf, dtype=torch.float64)
+        lse_sq, total = lse.clone(), torch.zeros_like(lse)
+        top = lse.new_empty((0, xb.shape[0]))
+        for start in range(0, num_samples, particles_per_chunk):
+            log_w = log_importance_weights(
+                model, guide, xb, *args, num_particles=min(particles_per_chunk, num_samples - start),
+                data_plate=data_plate, max_plate_nesting=max_plate_nesting, dtype=torch.float64, **kwargs,
+            ).log_weights
+            lse = torch.logaddexp(lse, log_w.logsumexp(0))
+            lse_sq = torch.logaddexp(lse_sq, (2 * log_w).logsumexp(0))
+            total += log_w.sum(0)
+            if pareto_k:
+                top = torch.cat([top, log_w]).topk(min(tail, top.shape[0] + log_w.shape[0]), dim=0).values
+        parts["log_px"].append(lse - math.log(num_samples))
+        parts["elbo"].append(total / num_samples)
+        parts["ess"].append(torch.exp(2 * lse - lse_sq))
+        if pareto_k:
+            parts["pareto_k"].append(torch.stack([_pareto_k(t, num_samples) for t in top.T]))
+    return ImportanceEstimate(
+        log_px=torch.cat(parts["log_px"]),
+        elbo=torch.cat(parts["elbo"]),
+        ess=torch.cat(parts["ess"]),
+        pareto_k=torch.cat(parts["pareto_k"]) if pareto_k else None,
+        num_samples=num_samples,
+    )
+
+
+def _pareto_k(top_log_w: Tensor, num_samples: int) -> Tensor:
+    """k-hat of one image from its largest log-weights (descending), following Pyro's psis_diagnostic."""
+    log_w = top_log_w - top_log_w[0]
+    cutoff = max(math.log(1e-15), log_w[-1].item())
+    log_tail = log_w[log_w > cutoff]
+    if len(log_tail) < 10:
+        return log_w.new_tensor(math.inf)  # too few samples in the tail to fit (K below about 50)
+    k, _ = fit_generalized_pareto(log_tail.exp() - math.exp(cutoff))
+    return log_w.new_tensor(k)
+
+
+def log_marginal_likelihood(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: Tensor,
+    *args: Any,
+    num_samples: int,
+    data_plate: str = "data",
+    max_plate_nesting: int = 1,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    **kwargs: Any,
+) -> Tensor:
+    """log p(x_i) of every image by importance sampling with the guide as proposal, in nats.
+
+    :returns: ``(N,)`` float64, higher is better. See :func:`importance_estimate` for the
+        parameters and for the ELBO, ESS and Pareto k-hat from the same draws.
+    """
+    return importance_estimate(
+        model, guide, x, *args, num_samples=num_samples, data_plate=data_plate,
+        max_plate_nesting=max_plate_nesting, chunk_size=chunk_size, **kwargs,
+    ).log_px
+
+
+@torch.no_grad()
+def latent_activity(
+    guide: Callable[..., Any], x: Tensor, *args: Any, site: str = "z", batch_size: int = 1000, **kwargs: Any
+) -> Tensor:
+    """Cov_x(E_q[z_u | x]) for each latent unit u: how much the posterior mean moves across images.
+
+    :param guide: ``guide(x, *args, **kwargs)`` with a sample site ``site``. Its distribution's ``mean``
+        is used; for a flow, whose mean has no closed form, the image of the base distribution's mean
+        (:func:`pvae.guides.central_value`).
+    :param x: images ``(N, ...)``, N >= 2.
+    :returns: ``(z_dim,)`` float64, the variance over images of each unit's posterior mean.
+    """
+    if x.shape[0] < 2:
+        raise ValueError(f"latent activity is a variance over images and needs N >= 2, got {x.shape[0]}")
+    means = []
+    for xb in x.split(batch_size):
+        trace = poutine.trace(guide).get_trace(xb, *args, **kwargs)
+        if site not in trace.nodes:
+            raise ValueError(f"the guide has no sample site {site!r}; its sites: {list(trace.nodes)}")
+        means.append(central_value(trace.nodes[site]["fn"]).reshape(xb.shape[0], -1))
+    return torch.cat(means).double().var(0)
+
+
+def active_units(
+    guide: Callable[..., Any], x: Tensor, *args: Any, site: str = "z", threshold: float = 0.01, **kwargs: Any
+) -> int:
+    """Number of active latent units, Cov_x(E_q[z_u | x]) > ``threshold`` (Burda et al. 2016, section 5.2)."""
+    return int((latent_activity(guide, x, *args, site=site, **kwargs) > threshold).sum())

@@ -1,0 +1,184 @@
+"""The ``pvae`` command line: train and evaluate run folders, refuse bad flags with exit status 2."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pvae.cli import build_parser, main
+from pvae.config import TrainConfig
+
+# the module, not the function pvae.train that the package re-exports under the same name
+train_module = importlib.import_module("pvae.train")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def train_args(root: Path, out: Path, *extra: str) -> list[str]:
+    """``pvae train`` on the fake MNIST with a tiny model: 200 training and 100 validation images."""
+    return [
+        "train", "--data-dir", str(root), "--train-size", "200", "--val-size", "100", "--epochs", "1",
+        "--z-dim", "2", "--hidden", "32", "--batch-size", "50", "--device", "cpu", "--no-progress",
+        "--out", str(out), *extra,
+    ]
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    """metrics.csv as a list of rows."""
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained_run(fake_mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder written by ``pvae train`` (one epoch on the fake MNIST)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    status = main(train_args(fake_mnist_root, out))
+    assert status == 0, f"pvae train exited with {status}"
+    return out
+
+
+def test_train_writes_the_run_folder(trained_run: Path) -> None:
+    """pvae train writes config.json with versions, one metrics row, the checkpoint and three PNGs."""
+    saved = json.loads((trained_run / "config.json").read_text())
+    assert saved["config"]["z_dim"] == 2 and saved["config"]["hidden"] == [32], f"config: {saved['config']}"
+    assert saved["config"]["out"] == str(trained_run), f"out is {saved['config']['out']}"
+    for package in ("pvae", "pyro", "torch", "python"):
+        assert saved["versions"].get(package), f"config.json lacks the {package} version: {saved['versions']}"
+    rows = read_metrics(trained_run)
+    assert len(rows) == 1 and rows[0]["epoch"] == "1", f"metrics rows: {rows}"
+    assert float(rows[0]["val_elbo"]) < 0, f"a Bernoulli ELBO is a log-probability bound, got {rows[0]['val_elbo']}"
+    assert (trained_run / "checkpoint.pt").stat().st_size > 0
+    for name in ("curves.png", "reconstructions.png", "samples.png"):
+        data = (trained_run / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, f"{name}: {len(data)} bytes, head {data[:8]!r}"
+
+
+def test_evaluate_writes_evaluation_json(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pvae evaluate writes evaluation.json with elbo = reconstruction - kl on the test split."""
+    assert main(["evaluate", str(trained_run), "--device", "cpu"]) == 0
+    result = json.loads((trained_run / "evaluation.json").read_text())
+    missing = {"split", "binarization", "elbo", "reconstruction", "kl"} - set(result)
+    assert not missing, f"evaluation.json lacks {missing}"
+    assert (result["split"], result["binarization"], result["num_images"]) == ("test", "dynamic", 200), result
+    assert result["elbo"] == pytest.approx(result["reconstruction"] - result["kl"], abs=1e-3), result
+    assert result["kl"] >= 0, f"a KL divergence is non-negative, got {result['kl']}"
+    assert "evaluation.json" in capsys.readouterr().out
+
+
+def test_train_refuses_an_existing_run(trained_run: Path, fake_mnist_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Training into a folder that holds a run, without --resume or --overwrite, exits 2 with one line."""
+    capsys.readouterr()
+    assert main(train_args(fake_mnist_root, trained_run)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, f"expected a one-line error, got:\n{err}"
+    assert err.startswith("pvae: error:") and "--resume" in err and "--overwrite" in err, err
+
+
+def test_overwrite_replaces_a_run(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """--overwrite starts the run afresh in a folder that already holds one."""
+    out = tmp_path / "run"
+    assert main(train_args(fake_mnist_root, out)) == 0
+    assert main(train_args(fake_mnist_root, out, "--overwrite", "--seed", "5")) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["seed"] == 5
+    assert len(read_metrics(out)) == 1, "the replaced run should start again at epoch 1"
+
+
+def test_interrupted_run_resumes(
+    fake_mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C after epoch 1 of 2 exits 130 keeping the checkpoint; --resume RUN finishes epoch 2."""
+    out = tmp_path / "run"
+    save_epoch = train_module._save_epoch
+
+    def save_then_interrupt(*args: object, **kwargs: object) -> None:
+        save_epoch(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_epoch", save_then_interrupt)
+    args = train_args(fake_mnist_root, out)
+    args[args.index("--epochs") + 1] = "2"
+    assert main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert [r["epoch"] for r in read_metrics(out)] == ["1"]
+    monkeypatch.undo()
+
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert [r["epoch"] for r in read_metrics(out)] == ["1", "2"], f"metrics after resuming: {read_metrics(out)}"
+
+
+def test_resume_refuses_new_settings(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--resume with a training flag exits 2, naming the flag to drop."""
+    capsys.readouterr()
+    assert main(["train", "--resume", str(trained_run), "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --lr" in err, err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "named"),
+    [
+        ("--z-dim", "0", "z_dim"),
+        ("--batch-size", "-1", "batch_size"),
+        ("--epochs", "-3", "epochs"),
+        ("--prior", "nope", "prior"),
+        ("--lr", "0", "lr"),
+        ("--binarization", "sometimes", "binarization"),
+    ],
+)
+def test_bad_flag_exits_2(
+    fake_mnist_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, named: str
+) -> None:
+    """A bad flag value exits 2 with a 'pvae: error:' line naming the flag, before any file is written."""
+    out = tmp_path / "run"
+    assert main(train_args(fake_mnist_root, out, flag, value)) == 2
+    first = capsys.readouterr().err.strip().splitlines()[0]
+    assert first.startswith("pvae: error:"), first
+    assert flag in first or named in first, f"the error does not name {flag}: {first}"
+    assert not out.exists(), f"{out} was created for a refused configuration"
+
+
+@pytest.mark.parametrize("argv", [["train", "--z-dim", "two"], ["evaluate"], ["frobnicate"]])
+def test_unparseable_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Arguments argparse cannot read (a word for a number, a missing RUN, an unknown command) exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_evaluate_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pvae evaluate on a folder that is not a run exits 2 saying config.json is missing."""
+    assert main(["evaluate", str(tmp_path), "--device", "cpu"]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_every_config_field_is_a_train_flag() -> None:
+    """Each TrainConfig field is a `pvae train` flag (z_dim -> --z-dim)."""
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    flags = {opt for action in train_parser._actions for opt in action.option_strings}
+    missing = {f.name for f in dataclasses.fields(TrainConfig)} - {flag[2:].replace("-", "_") for flag in flags}
+    assert not missing, f"fields without a flag: {sorted(missing)}"
+
+
+def test_console_script_is_declared() -> None:
+    """The installed distribution's `pvae` console script points at pvae.cli:main."""
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name="pvae")
+    assert entry.value == "pvae.cli:main" and entry.load() is main, f"pvae script is {entry.value}"
+
+
+def test_module_entry_point_runs() -> None:
+    """`python -m pvae.cli --help` runs in a fresh interpreter and lists both subcommands."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pvae.cli", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"exit {done.returncode}; stderr:\n{done.stderr}"
+    assert "train" in done.stdout and "evaluate" in done.stdout, done.stdout

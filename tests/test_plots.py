@@ -1,0 +1,183 @@
+"""Figures of a run: every file is written, non-empty and of the expected pixel size; the grid
+posterior behind the true-posterior figure matches a linear-Gaussian model's closed form."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import Tensor, nn
+
+import pvae
+from pvae.cli import main
+from pvae.plots import (
+    plot_elbo_vs_log_px,
+    plot_ess_histogram,
+    plot_latent_space,
+    plot_manifold,
+    plot_posteriors,
+    plot_run,
+    posterior_on_grid,
+    read_per_image_csv,
+)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk; fails on a missing, empty or non-PNG file."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG (starts with {head[:8]!r})"
+    return struct.unpack(">II", head[16:24])
+
+
+# Expected (width, height) in pixels at 150 dpi. Image mosaics: 3 pixels per image pixel and a
+# 60-pixel title strip, e.g. reconstructions: 2 rows x 10 images of 28 x 28 -> 840 x (168 + 60).
+RUN_FIGURES = {
+    "curves.png": (750, 525),  # 5 x 3.5 in
+    "reconstructions.png": (840, 228),
+    "samples.png": (672, 732),  # 8 x 8 images
+    "interpolations.png": (1008, 396),  # 4 pairs x (2 ends + 10 steps)
+    "latent_space.png": (825, 675),  # 5.5 x 4.5 in
+    "manifold.png": (1680, 1740),  # 20 x 20 images
+    "posteriors.png": (1080, 1560),  # 7.2 x 10.4 in: 4 images, 3 panels each
+    "elbo_vs_log_px.png": (675, 675),  # 4.5 x 4.5 in
+    "ess.png": (750, 525),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder: z_dim 2, 300 real MNIST training images, 1 epoch (skips without real MNIST)."""
+    env = os.environ.get("PVAE_DATA_DIR")
+    if not env or not (Path(env).expanduser() / "MNIST" / "raw").is_dir():
+        pytest.skip("real MNIST needed: set PVAE_DATA_DIR to a folder holding MNIST/raw/*-ubyte")
+    out = tmp_path_factory.mktemp("run")
+    config = pvae.TrainConfig(z_dim=2, hidden=(64,), train_size=300, val_size=100, epochs=1, device="cpu",
+                              out=str(out))
+    pvae.train(config, overwrite=True, progress=False)
+    return out
+
+
+def test_plot_run_writes_every_figure(tiny_run: Path, tmp_path: Path) -> None:
+    """plot_run writes all nine figures at their sizes (and PDFs), given evaluation.json and per_image.csv."""
+    n = 50
+    rows = ["elbo,log_px,ess"] + [f"{-100 - i:.1f},{-99 - 0.5 * i:.1f},{1 + i % 7}" for i in range(n)]
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "checkpoint.pt", "metrics.csv"):
+        (run / name).write_bytes((tiny_run / name).read_bytes())
+    (run / "per_image.csv").write_text("\n".join(rows) + "\n")
+    (run / "evaluation.json").write_text(json.dumps({"log_px": -150.0, "num_samples": 8}))
+    figures = plot_run(run, pdf=True, device="cpu")
+    assert figures.skipped == [], figures.skipped
+    for name, size in RUN_FIGURES.items():
+        assert png_size(run / name) == size, f"{name}: {png_size(run / name)} pixels, expected {size}"
+        pdf = (run / name).with_suffix(".pdf")
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1000, f"{pdf} missing or empty"
+    assert sorted(p.name for p in figures.files) == sorted(
+        [*RUN_FIGURES, *(name.replace(".png", ".pdf") for name in RUN_FIGURES)]
+    ), figures.files
+
+
+def test_cli_plot_says_what_it_skipped(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pvae plot RUN --out DIR` writes the figures it can and names the ones that need per_image.csv."""
+    assert main(["plot", str(tiny_run), "--out", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for name in ("curves.png", "latent_space.png", "manifold.png", "posteriors.png"):
+        assert png_size(tmp_path / name) == RUN_FIGURES[name], name
+    assert "skipped: elbo_vs_log_px.png and ess.png need" in out, out
+    assert not (tmp_path / "ess.png").exists()
+
+
+def test_latent_space_of_m_above_2_uses_principal_components(tmp_path: Path) -> None:
+    """For m = 5 the scatter is drawn (from the first two principal components) at 825 x 675 pixels."""
+    vae = pvae.VAE(16, 5, hidden=(8,))
+    x = torch.rand(40, 16).round()
+    path = plot_latent_space(vae, x, torch.arange(40) % 10, tmp_path / "latent.png")
+    assert png_size(path) == (825, 675)
+
+
+def test_manifold_and_posteriors_of_a_1d_latent(tmp_path: Path) -> None:
+    """With m = 1 the manifold is one row of 20 images and the posterior figure has two panels per image."""
+    vae = pvae.VAE(16, 1, hidden=(8,))
+    assert png_size(plot_manifold(vae, (4, 4), tmp_path / "m.png")) == (20 * 12, 12 + 60)
+    x = torch.rand(2, 16).round()
+    path = plot_posteriors(vae, x, (4, 4), tmp_path / "p.png", size=50, elbo_samples=50)
+    assert png_size(path) == (630, 780)  # (1.2 + 3.0) x (2 * 2.6) in
+
+
+def test_figures_for_m_above_2_refuse_with_the_reason() -> None:
+    """The manifold and the grid posterior need m <= 2; asking for more says so."""
+    vae = pvae.VAE(16, 3, hidden=(8,))
+    with pytest.raises(ValueError, match="got z_dim=3"):
+        plot_manifold(vae, (4, 4), "unused.png")
+    with pytest.raises(ValueError, match="got z_dim=3"):
+        plot_posteriors(vae, torch.zeros(1, 16), (4, 4), "unused.png")
+
+
+class FixedGaussian:
+    """p(x|z) = N(x; decoder(z), s^2 I): a duck-typed likelihood for the closed-form check."""
+
+    params_per_pixel = 1
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def __call__(self, output: Tensor) -> dist.TorchDistribution:
+        return dist.Normal(output, self.scale).to_event(1)
+
+    def check_support(self, x: Tensor) -> None: ...
+
+    def initial_bias(self, mean_image: Tensor) -> Tensor:
+        return mean_image
+
+
+@pytest.mark.parametrize("z_dim", [1, 2], ids=["m=1", "m=2"])
+def test_posterior_on_grid_matches_linear_gaussian_closed_form(z_dim: int) -> None:
+    """With x = W z + b + s eps, the grid's log p(x) and log p(z|x) match N(x; b, W W^T + s^2 I) and the Gaussian posterior."""
+    torch.manual_seed(0)
+    x_dim, s = 5, 0.7
+    vae = pvae.VAE(x_dim, z_dim, likelihood=FixedGaussian(s), hidden=(4,)).double()
+    vae.decoder = nn.Linear(z_dim, x_dim).double()
+    w, b = vae.decoder.weight.detach(), vae.decoder.bias.detach()
+    x = b + w @ torch.randn(z_dim, dtype=torch.float64) + s * torch.randn(x_dim, dtype=torch.float64)
+    exact_log_px = dist.MultivariateNormal(b, w @ w.T + s**2 * torch.eye(x_dim, dtype=torch.float64)).log_prob(x)
+    precision = torch.eye(z_dim, dtype=torch.float64) + w.T @ w / s**2
+    post_cov = torch.linalg.inv(precision)
+    post_mean = post_cov @ w.T @ (x - b) / s**2
+    posterior = dist.MultivariateNormal(post_mean, post_cov)
+
+    grid = posterior_on_grid(vae, x, [(-6.0, 6.0)] * z_dim, size=400 if z_dim == 1 else 200)
+    torch.testing.assert_close(torch.tensor(grid.log_px, dtype=torch.float64), exact_log_px, atol=1e-4, rtol=0)
+    mesh = torch.meshgrid(*reversed(grid.axes), indexing="ij")
+    z = torch.stack([t.reshape(-1) for t in reversed(mesh)], dim=-1)
+    torch.testing.assert_close(grid.log_density.reshape(-1), posterior.log_prob(z), atol=1e-4, rtol=0)
+
+
+def test_per_image_csv_round_trip(tmp_path: Path) -> None:
+    """read_per_image_csv returns each column as a float64 tensor in file order."""
+    path = tmp_path / "per_image.csv"
+    path.write_text("elbo,log_px,ess\n-101.5,-99.25,3.5\n-90,-89,1\n")
+    cols = read_per_image_csv(path)
+    torch.testing.assert_close(cols["log_px"], torch.tensor([-99.25, -89.0], dtype=torch.float64))
+    torch.testing.assert_close(cols["ess"], torch.tensor([3.5, 1.0], dtype=torch.float64))
+
+
+def test_elbo_and_ess_figures(tmp_path: Path) -> None:
+    """The ELBO-vs-log p(x) scatter is 675 x 675 pixels and the ESS histogram 750 x 525; mismatched shapes are refused."""
+    elbo, log_px = -torch.rand(30) * 10 - 100, -torch.rand(30) * 10 - 95
+    assert png_size(plot_elbo_vs_log_px(elbo, log_px, tmp_path / "s.png")) == (675, 675)
+    assert png_size(plot_ess_histogram(torch.rand(30) * 9 + 1, tmp_path / "e.png", num_samples=10)) == (750, 525)
+    with pytest.raises(ValueError, match=r"got \(30,\) and \(29,\)"):
+        plot_elbo_vs_log_px(elbo, log_px[:29], tmp_path / "bad.png")
+
+
+def test_save_run_figures_keeps_the_training_trio(tiny_run: Path) -> None:
+    """pvae.train still leaves curves.png, reconstructions.png and samples.png in the run folder."""
+    for name in ("curves.png", "reconstructions.png", "samples.png"):
+        assert png_size(tiny_run / name) == RUN_FIGURES[name], name
+
