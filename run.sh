@@ -3,7 +3,7 @@
 #   ./run.sh train [pvae train flags]     train the default VAE on MNIST (the main job)
 #   ./run.sh test  [pytest args]          run the test suite
 #   ./run.sh pvae  [any pvae command]     e.g. ./run.sh pvae evaluate runs/<run>
-# Set-up: a private copy of uv in .tools/, then the exact packages of uv.lock in .venv/.
+# Set-up: a private copy of uv in .tools/, the exact packages of uv.lock in .venv/, and Graphviz.
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .tools/bin/uv ]; then
@@ -11,6 +11,16 @@ if [ ! -x .tools/bin/uv ]; then
     .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.8"
 fi
 .tools/bin/uv sync --frozen --quiet
+# Graphviz's dot renders `pvae graph`; without it pvae writes the DOT source and says how to render it.
+if ! command -v dot >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run.sh: installing Graphviz (Debian package graphviz) for pvae graph" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz; } >/dev/null 2>&1 \
+            || echo "run.sh: could not install graphviz; pvae graph will write DOT source only" >&2
+    else
+        echo "run.sh: note: Graphviz is missing (sudo apt-get install graphviz); pvae graph will write DOT source only" >&2
+    fi
+fi
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in

@@ -62,7 +62,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
     config = TrainConfig(batch_size=args.batch_size, device=str(device))

@@ -28,6 +28,9 @@ def _entry(name: str) -> str:
         kind = "class" if inspect.isclass(obj) else "def"
         path = module.replace(".", "/") + ".py"
         head = f"### `{name}`\n\n`{kind} {module}.{name}{sig}` — [source](../{path})"
+    elif isinstance(obj, dict):
+        rows = [f"- `{key}`" + (f" — `{v.usage}`: {v.summary}" if hasattr(v, "usage") else "") for key, v in obj.items()]
+        return f"### `{name}`\n\nA registry (`dict`) with the names:\n\n" + "\n".join(rows) + "\n"
     else:
         head = f"### `{name}`\n\n`{module}.{name} = {obj!r}`"
     return f"{head}\n\n```text\n{doc}\n```\n"

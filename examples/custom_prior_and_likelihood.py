@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
-    data = pvae.load_data("mnist", val_size=10_000, train_size=500 if args.smoke else 10_000)
+    data = pvae.load_data("mnist", val_size=100 if args.smoke else 10_000, train_size=500 if args.smoke else 10_000)
     x_train, x_test = data.train, data.test[: 500 if args.smoke else None]  # grey levels in [0, 1]
     z_dim, hidden = (2, (32,)) if args.smoke else (20, (200, 200))
     likelihood = StudentTPixels()

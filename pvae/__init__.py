@@ -12,8 +12,17 @@ from pvae.components import GUIDES, LIKELIHOODS, PRIORS, build_guide, build_like
 from pvae.config import ConfigError, TrainConfig
 from pvae.data import DataNotFoundError, ImageData, load_data
 from pvae.evaluate import ElboTerms, elbo_terms, evaluate_run
-from pvae.graph import graph_source, plot_graphical_model, write_graphs
+from pvae.graph import graph_source, model_graph, plot_graphical_model, write_graphs
 from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, PosteriorFamily
+from pvae.importance import (
+    ImportanceEstimate,
+    active_units,
+    importance_estimate,
+    latent_activity,
+    log_importance_weights,
+    log_marginal_likelihood,
+)
+from pvae.iwae import IWAE_ELBO
 from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Likelihood
 from pvae.model import VAE
 from pvae.plots import plot_run, posterior_on_grid
@@ -48,10 +57,18 @@ __all__ = [
     "elbo_terms",
     "ElboTerms",
     "evaluate_run",
+    "log_marginal_likelihood",
+    "importance_estimate",
+    "ImportanceEstimate",
+    "log_importance_weights",
+    "latent_activity",
+    "active_units",
+    "IWAE_ELBO",
     "plot_run",
     "posterior_on_grid",
     "write_graphs",
     "graph_source",
+    "model_graph",
     "plot_graphical_model",
     "load_data",
     "ImageData",

@@ -202,7 +202,8 @@ def check_spec(kind: str, spec: str) -> tuple[Entry, Any]:
     if name not in registry:
         near = difflib.get_close_matches(name, registry, n=1, cutoff=0.5)
         hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise ConfigError(f"unknown {kind} {spec!r}{hint} Known {kind}s:\n{known(kind)}")
+        usages = ", ".join(e.usage for e in registry.values())
+        raise ConfigError(f"unknown {kind} {spec!r}{hint} Known {kind}s: {usages} (pvae.components.known({kind!r}) describes each)")
     entry = registry[name]
     try:
         return entry, entry.parse(arg if colon else None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,7 @@ class TrainConfig:
             _at_least("train_size", self.train_size, 1)
         if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ConfigError(f"hidden must be one or more positive layer widths, e.g. 200 200; got {self.hidden}")
-        if not self.lr > 0:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive learning rate, e.g. 1e-3; got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], e.g. 0.95; got {self.lr_decay}")

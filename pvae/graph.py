@@ -1,24 +1,22 @@
 """The VAE's graphical model, drawn from the code: Graphviz diagrams of the model and the guide, and a
 figure in the style of Kingma & Welling (2014), "Auto-Encoding Variational Bayes", Figure 1.
 
-The diagrams come from the Pyro programs themselves: :func:`pyro.infer.inspect.get_model_relations`
-traces ``vae.model`` (or ``vae.guide``) and finds its sample sites, the plates they sit in and which
-site's log-density depends on which -- the analysis behind :func:`pyro.render_model`. This module
-writes that analysis as DOT text in ``render_model``'s style (latent sites white, observed ones grey,
-one box per plate), adding what ``render_model`` leaves out: the plate's size N and each site's event
-shape. Turning DOT into SVG or PNG needs Graphviz's ``dot`` program (Debian: ``apt-get install
-graphviz``); without it the DOT source is still written and :attr:`GraphFiles.note` says how to render
-it. The Figure-1-style picture is plain matplotlib and needs no Graphviz.
+The diagrams are Pyro's own: :func:`pyro.render_model` is three steps -- trace the program and find
+its sample sites, their plates and which site's log-density depends on which
+(:func:`~pyro.infer.inspect.get_model_relations`), arrange that as a graph specification, and draw
+it with Graphviz (:func:`~pyro.infer.inspect.render_graph`). :func:`model_graph` runs the same steps
+and adds what ``render_model`` leaves out: the plate's size N beside its name, each site's event
+shape, and, for the guide, the images x it conditions on. Writing DOT source needs only the
+``graphviz`` Python package; turning it into SVG or PNG needs Graphviz's ``dot`` program (Debian:
+``apt-get install graphviz``), and without it the DOT source is still written and
+:attr:`GraphFiles.note` says how to render it. The Figure-1-style picture is plain matplotlib.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyro
 import torch
@@ -26,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
 from pyro import poutine
-from pyro.infer.inspect import generate_graph_specification, get_model_relations
+from pyro.infer.inspect import generate_graph_specification, get_model_relations, render_graph
 from torch import Tensor
 
 from pvae.components import build_vae
@@ -34,10 +32,12 @@ from pvae.config import TrainConfig
 from pvae.model import VAE
 from pvae.plots import DPI
 
-__all__ = ["GraphFiles", "graph_source", "render_dot", "plot_graphical_model", "write_graphs", "default_vae"]
+if TYPE_CHECKING:
+    import graphviz
+
+__all__ = ["GraphFiles", "model_graph", "graph_source", "plot_graphical_model", "write_graphs", "default_vae"]
 
 Program = Literal["model", "guide"]
-DOT_HINT = "install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz), then run: dot -Tpng {dot} -o {png}"
 # MNIST, Fashion-MNIST and KMNIST alike: 60,000 training images of 28 x 28 pixels.
 TRAIN_IMAGES, IMAGE_PIXELS = 60_000, 28 * 28
 
@@ -61,107 +61,61 @@ def default_vae(config: TrainConfig | None = None) -> VAE:
     return build_vae(config, IMAGE_PIXELS, num_data)
 
 
-def _trace(fn: Callable[[Tensor], None], x: Tensor) -> poutine.Trace:
+def _sites(fn: Any, x: Tensor) -> dict[str, Any]:
     # Reading the program's structure needs no gradients, and the placeholder images need not lie in
     # the likelihood's support.
     with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
-        return poutine.trace(fn).get_trace(x)
+        trace = poutine.trace(fn).get_trace(x)
+    return {name: site for name, site in trace.nodes.items() if site["type"] == "sample"}
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def model_graph(vae: VAE, program: Program = "model", *, x: Tensor | None = None) -> graphviz.Digraph:
+    """The graphical model of ``vae.model`` or ``vae.guide``, drawn by Pyro's renderer.
 
-
-def graph_source(vae: VAE, program: Program = "model", *, x: Tensor | None = None) -> str:
-    """The graphical model of ``vae.model`` or ``vae.guide`` as Graphviz DOT text.
-
-    Sample sites are nodes (observed ones filled grey), each plate a box labelled with its name and
-    size N, an edge ``a -> b`` means b's distribution depends on a, and a text node lists each site's
+    Sample sites are ellipses (observed ones grey), each plate a box labelled with its name and size
+    N, an edge ``a -> b`` means b's distribution depends on a, and a text node lists each site's
     distribution and event shape. The guide receives x as an argument rather than sampling it, so
-    Pyro's analysis sees no x there; it is drawn as a grey input node with a dashed edge into each
-    latent site, as in Kingma & Welling (2014), Figure 1.
+    Pyro's analysis finds no x there; it is added as a grey node with a dashed edge into each latent
+    site, as in Kingma & Welling (2014), Figure 1. In a notebook the returned object displays itself.
 
     :param program: ``"model"`` (p_theta(z) p_theta(x|z)) or ``"guide"`` (q_phi(z|x)).
     :param x: images ``(batch, x_dim)`` to trace the program with; only their shape matters.
         Default: two blank images.
-    :returns: DOT source of a ``digraph``.
+    :returns: a ``graphviz.Digraph`` (its ``.source`` is the DOT text).
     """
     if program not in ("model", "guide"):
         raise ValueError(f"expected program 'model' or 'guide', got {program!r}")
-    if x is None:
-        x = torch.zeros(2, vae.x_dim)
+    x = torch.zeros(2, vae.x_dim) if x is None else x
     fn = vae.model if program == "model" else vae.guide
     spec = generate_graph_specification(get_model_relations(fn, (x,)))
-    trace = _trace(fn, x)
-    sites = {name: site for name, site in trace.nodes.items() if site["type"] == "sample"}
-    plate_size = {
-        frame.name: frame.full_size if frame.full_size is not None else frame.size
-        for site in sites.values()
-        for frame in site["cond_indep_stack"]
-    }
-    node_data: dict[str, dict[str, Any]] = dict(spec["node_data"])
-    plate_groups: dict[str | None, list[str]] = {k: list(v) for k, v in spec["plate_groups"].items()}
-    edges = [(a, b, "solid") for a, b in spec["edge_list"]]
+    sites = _sites(fn, x)
+    sizes = {f.name: f.full_size if f.full_size is not None else f.size for s in sites.values() for f in s["cond_indep_stack"]}
+    # Pyro labels a plate with its name only; the name is also the plate's key, so renaming the key
+    # puts N on the drawing.
+    label = {p: f"{p}, N = {sizes[p]}" if p in sizes else p for p in spec["plate_groups"] if p is not None}
+    spec["plate_groups"] = {label.get(p, p): names for p, names in spec["plate_groups"].items()}  # type: ignore[arg-type]
+    spec["plate_data"] = {label[p]: {"parent": label.get(d["parent"], d["parent"])} for p, d in spec["plate_data"].items()}
+    lines = [f"{name} ~ {spec['node_data'][name]['distribution']}, event shape {tuple(sites[name]['fn'].event_shape)}"
+             for name in spec["node_data"]]
+    latent = [name for name, data in spec["node_data"].items() if not data["is_observed"]]
     if program == "guide":
-        latent = [name for name in node_data if not node_data[name]["is_observed"]]
-        plate = next((p for p, names in plate_groups.items() if p is not None and set(latent) <= set(names)), None)
-        node_data["x"] = {"is_observed": True, "distribution": None}
-        plate_groups.setdefault(plate, []).insert(0, "x")
-        edges = [("x", name, "dashed") for name in latent] + edges
-
-    parents = {p: d["parent"] for p, d in spec["plate_data"].items()}
-
-    def node_line(name: str) -> str:
-        fill = "gray" if node_data[name]["is_observed"] else "white"
-        return f"{_quote(name)} [label={_quote(name)} shape=ellipse style=filled fillcolor={fill}]"
-
-    def plate_block(plate: str, indent: str) -> list[str]:
-        label = f"plate {plate.split('__CLONE')[0]},  N = {plate_size.get(plate, '?')}"
-        lines = [f"{indent}subgraph {_quote('cluster_' + plate)} {{",
-                 f"{indent}\tlabel={_quote(label)} labeljust=r labelloc=b"]
-        lines += [f"{indent}\t{node_line(n)}" for n in plate_groups.get(plate, [])]
-        for child in (c for c, p in parents.items() if p == plate):
-            lines += plate_block(child, indent + "\t")
-        return lines + [f"{indent}}}"]
-
-    lines = ["digraph {", f"\tlabel={_quote(_title(program))} labelloc=t"]
-    lines += [f"\t{node_line(n)}" for n in plate_groups.get(None, [])]
-    for plate in (p for p, parent in parents.items() if parent is None):
-        lines += plate_block(plate, "\t")
-    lines += [f"\t{_quote(a)} -> {_quote(b)} [style={style}]" for a, b, style in edges]
-    described = []
-    for name, site in sites.items():
-        if name in node_data:
-            event = tuple(site["fn"].event_shape)
-            described.append(f"{name} ~ {node_data[name]['distribution']}, event shape {event}\\l")
+        plate = next((p for p, names in spec["plate_groups"].items() if p is not None and set(latent) <= set(names)), None)
+        spec["plate_groups"].setdefault(plate, []).insert(0, "x")
+        spec["node_data"]["x"] = {"is_observed": True, "distribution": "input"}
+        lines.insert(0, "x: the images, the guide's input")
+    graph = render_graph(spec, render_distributions=False)
     if program == "guide":
-        described.insert(0, "x: the observed images (the guide's input)\\l")
-    lines.append(f"\tdistributions [label=\"{''.join(described)}\" shape=plaintext]")
-    return "\n".join(lines + ["}"]) + "\n"
+        for name in latent:
+            graph.edge("x", name, style="dashed")
+    graph.node("distributions", label="".join(line + "\\l" for line in lines), shape="plaintext")
+    title = "model: p_theta(z) p_theta(x|z)" if program == "model" else "guide: q_phi(z|x)"
+    graph.attr(label=title, labelloc="t")
+    return graph
 
 
-def _title(program: Program) -> str:
-    return "model: p_theta(z) p_theta(x|z)" if program == "model" else "guide: q_phi(z|x)"
-
-
-def render_dot(dot_path: str | Path, formats: tuple[str, ...] = ("svg", "png")) -> list[Path]:
-    """Render a DOT file with Graphviz's ``dot`` program beside itself (``model.dot`` -> ``model.svg`` ...).
-
-    :raises FileNotFoundError: when ``dot`` is not on the ``PATH`` (the message says how to install it).
-    """
-    dot_path = Path(dot_path)
-    exe = shutil.which("dot")
-    if exe is None:
-        hint = DOT_HINT.format(dot=dot_path, png=dot_path.with_suffix(".png"))
-        raise FileNotFoundError(f"Graphviz's dot program is not on the PATH; {hint}")
-    out = []
-    for fmt in formats:
-        target = dot_path.with_suffix(f".{fmt}")
-        # PNG at 150 dpi, the resolution of the other figures; SVG is resolution-free.
-        extra = [f"-Gdpi={DPI}"] if fmt == "png" else []
-        subprocess.run([exe, f"-T{fmt}", *extra, str(dot_path), "-o", str(target)], check=True, capture_output=True)
-        out.append(target)
-    return out
+def graph_source(vae: VAE, program: Program = "model", *, x: Tensor | None = None) -> str:
+    """The DOT text of :func:`model_graph` (same parameters)."""
+    return model_graph(vae, program, x=x).source
 
 
 def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], *, dashed: bool, rad: float = 0.0) -> None:
@@ -227,23 +181,35 @@ def write_graphs(vae: VAE, out: str | Path, *, pdf: bool = False) -> GraphFiles:
     """Write the model's and the guide's diagrams and the Figure-1-style picture into ``out``.
 
     Files: ``model.dot``, ``guide.dot`` (always), ``model.svg``/``.png`` and ``guide.svg``/``.png``
-    (when Graphviz's ``dot`` is on the ``PATH``), ``graphical_model.png`` (and ``.pdf`` with ``pdf``).
+    (when Graphviz's ``dot`` program is installed), ``graphical_model.png`` (and ``.pdf`` with ``pdf``).
 
     :returns: the paths written, and in ``note`` how to render the DOT files when ``dot`` is missing.
     """
+    import graphviz
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = GraphFiles()
     for program in ("model", "guide"):
+        graph = model_graph(vae, program)
         dot_path = out / f"{program}.dot"
-        dot_path.write_text(graph_source(vae, program))
+        dot_path.write_text(graph.source)
         files.dot.append(dot_path)
-    if shutil.which("dot") is not None:
-        for dot_path in files.dot:
-            files.rendered += render_dot(dot_path)
-    else:
-        commands = "; ".join(f"dot -Tpng {p} -o {p.with_suffix('.png')}" for p in files.dot)
-        files.note = (f"Graphviz's dot program was not found, so only the DOT sources were written. "
-                      f"Install it (Debian/Ubuntu: sudo apt-get install graphviz) and run: {commands}")
+        try:
+            files.rendered += _render(graph, dot_path)
+        except graphviz.ExecutableNotFound:
+            commands = "; ".join(f"dot -Tpng {p} -o {p.with_suffix('.png')}" for p in (out / "model.dot", out / "guide.dot"))
+            files.note = (f"Graphviz's dot program was not found, so only the DOT sources were written. Install it "
+                          f"(Debian/Ubuntu: sudo apt-get install graphviz) and run: {commands}")
     files.figure = plot_graphical_model(out / "graphical_model.png", num_data=vae.num_data, z_dim=vae.z_dim, pdf=pdf)
     return files
+
+
+def _render(graph: graphviz.Digraph, dot_path: Path) -> list[Path]:
+    svg, png = dot_path.with_suffix(".svg"), dot_path.with_suffix(".png")
+    svg.write_bytes(graph.pipe(format="svg"))
+    # PNG at the resolution of the other figures; SVG is resolution-free.
+    sharp = graph.copy()
+    sharp.graph_attr["dpi"] = str(DPI)
+    png.write_bytes(sharp.pipe(format="png"))
+    return [svg, png]

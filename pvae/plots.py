@@ -106,6 +106,9 @@ def plot_training_curves(
     ax.plot(epochs, [m["val_elbo"] for m in metrics], "s-", label="validation ELBO")
     if log_px is not None:
         ax.axhline(log_px, color="k", ls="--", lw=1, label=f"test log p(x) ≈ {log_px:.2f}")
+        values = [m[k] for m in metrics for k in ("train_elbo", "val_elbo") if math.isfinite(m[k])] + [log_px]
+        span = max(values) - min(values) or 1.0
+        ax.set_ylim(min(values) - 0.05 * span, max(values) + 0.08 * span)  # keep the line off the frame
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")
     ax.grid(alpha=0.3)
@@ -279,20 +282,35 @@ def posterior_on_grid(
 
 
 def _posterior_bounds(vae: VAE, x: Tensor, q: torch.distributions.Distribution) -> list[tuple[float, float]]:
-    """A box holding p(z|x)'s mass: where a coarse grid over the bulk of p(z) and of q(z|x) finds
-    density within e^-14 of the largest, widened by a coarse cell and by q's own bulk."""
+    """A box holding p(z|x)'s mass: where a coarse grid finds density within e^-14 of the largest,
+    widened by a coarse cell and by q's own bulk. The coarse grid starts on the bulk of p(z) and of
+    q(z|x) and grows while the posterior's mass reaches its edge."""
     prior_draws = vae.prior().sample((4000,)).double().cpu()
     q_draws = q.sample((4000,)).double().cpu()
     q_lo, q_hi = q_draws.quantile(0.0005, dim=0), q_draws.quantile(0.9995, dim=0)
-    lo = torch.minimum(prior_draws.quantile(0.001, dim=0), q_lo)
-    hi = torch.maximum(prior_draws.quantile(0.999, dim=0), q_hi)
-    coarse = posterior_on_grid(vae, x, list(zip(lo.tolist(), hi.tolist())), size=48)
-    keep = coarse.log_density >= coarse.log_density.max() - 14
-    bounds = []
-    for d, axis in enumerate(coarse.axes):
+    lo = torch.minimum(prior_draws.quantile(0.001, dim=0), q_lo).tolist()
+    hi = torch.maximum(prior_draws.quantile(0.999, dim=0), q_hi).tolist()
+    size = 48
+    for _ in range(6):
+        coarse = posterior_on_grid(vae, x, list(zip(lo, hi)), size=size)
+        keep = coarse.log_density >= coarse.log_density.max() - 14
         # z_d runs along tensor dimension m - 1 - d of log_density (see PosteriorGrid)
-        others = tuple(i for i in range(vae.z_dim) if i != vae.z_dim - 1 - d)
-        idx = (keep.any(dim=others) if others else keep).nonzero().squeeze(-1)
+        occupied = [
+            (keep.any(dim=others) if others else keep).nonzero().squeeze(-1)
+            for d in range(vae.z_dim)
+            for others in [tuple(i for i in range(vae.z_dim) if i != vae.z_dim - 1 - d)]
+        ]
+        grown = False
+        for d, idx in enumerate(occupied):
+            width = hi[d] - lo[d]
+            if int(idx.min()) == 0:
+                lo[d], grown = lo[d] - width / 2, True
+            if int(idx.max()) == size - 1:
+                hi[d], grown = hi[d] + width / 2, True
+        if not grown:
+            break
+    bounds = []
+    for d, (axis, idx) in enumerate(zip(coarse.axes, occupied)):
         step = float(axis[1] - axis[0])
         low = min(float(axis[idx.min()]) - step, float(q_lo[d]))
         high = max(float(axis[idx.max()]) + step, float(q_hi[d]))
@@ -332,8 +350,8 @@ def plot_posteriors(
         axs[i, 0].imshow(x[i].reshape(image_shape).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
         axs[i, 0].axis("off")
         axs[i, 0].set_title(f"test image {i + 1}", fontsize=8)
-        axs[i, 1].set_title(f"log p(x) = {grid.log_px:.2f} (grid)   ELBO = {float(elbo[i]):.2f}   "
-                            f"gap KL(q || p(z|x)) = {gap:.2f} nats", fontsize=8, loc="left")
+        axs[i, 1].set_title(f"log p(x) = {grid.log_px:.2f} (grid),  ELBO = {float(elbo[i]):.2f}\n"
+                            f"gap = KL(q || p(z|x)) = {gap:.2f} nats", fontsize=8, loc="left")
         if m == 1:
             z1 = axes[0].cpu().numpy()
             ax = axs[i, 1]

@@ -44,8 +44,9 @@ class LinearGaussian:
 
     def log_px(self, x: Tensor) -> Tensor:
         """Closed form, by scipy: ``(N,)``."""
-        cov = (self.W @ self.W.T).numpy() + self.s**2 * np_eye(self.x_dim)
-        return torch.as_tensor(stats.multivariate_normal(self.b.numpy(), cov).logpdf(x.numpy()), dtype=F64).reshape(-1)
+        cov = self.W @ self.W.T + self.s**2 * torch.eye(self.x_dim, dtype=F64)
+        logpdf = stats.multivariate_normal(self.b.numpy(), cov.numpy()).logpdf(x.numpy())
+        return torch.as_tensor(logpdf, dtype=F64).reshape(-1)
 
     def posterior(self, x: Tensor) -> dist.MultivariateNormal:
         loc = (x - self.b) @ self.W @ self.post_cov / self.s**2
@@ -70,10 +71,6 @@ class LinearGaussian:
     def wrong_guide(self, x: Tensor) -> None:
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.wrong_q(x))
-
-
-def np_eye(n: int):  # noqa: ANN201 - numpy array for scipy
-    return torch.eye(n, dtype=F64).numpy()
 
 
 @pytest.mark.parametrize("num_samples", [1, 3, 30])
