@@ -30,11 +30,10 @@ from pvae.checkpoint import atomic_write_text
 from pvae.importance import DEFAULT_CHUNK_SIZE, active_units, importance_estimate
 from pvae.data import EVAL_BINARIZATION_SEED, check_images, fixed_eval_set, load_data
 from pvae.model import VAE
-from pvae.runs import load_run, rebuild_model, resolve_device
+from pvae.runs import EVALUATION, PER_IMAGE, load_run, rebuild_model, resolve_device
 
 __all__ = ["ElboTerms", "elbo_terms", "evaluate_run", "format_table", "PER_IMAGE", "PER_IMAGE_FIELDS"]
 
-PER_IMAGE = "per_image.csv"
 PER_IMAGE_FIELDS = ("index", "label", "elbo", "log_px", "kl_gap", "ess", "pareto_k")
 
 
@@ -142,7 +141,7 @@ def evaluate_run(
     if num_samples_log_px is not None:
         labels = data.test_labels if split == "test" else data.val_labels
         result.update(_log_px_evaluation(vae, x, labels, num_samples_log_px, chunk_size, run_dir / PER_IMAGE))
-    atomic_write_text(run_dir / "evaluation.json", json.dumps(result, indent=2))
+    atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=2))
     return result
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "CHECKPOINT",
     "CONFIG",
     "METRICS",
+    "EVALUATION",
+    "PER_IMAGE",
     "METRICS_FIELDS",
     "RunFolderError",
     "resolve_device",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.csv"
+EVALUATION, PER_IMAGE = "evaluation.json", "per_image.csv"
 METRICS_FIELDS = ("epoch", "train_elbo", "val_elbo", "lr", "seconds")
 
 

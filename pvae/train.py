@@ -31,7 +31,7 @@ from pvae.data import ImageData, binarize, fixed_eval_set, load_data
 from pvae.evaluate import elbo_terms
 from pvae.iwae import IWAE_ELBO
 from pvae.model import VAE
-from pvae.runs import CHECKPOINT, CONFIG, METRICS, RunFolderError, load_run, metrics_csv, resolve_device
+from pvae.runs import CHECKPOINT, CONFIG, EVALUATION, METRICS, PER_IMAGE, RunFolderError, load_run, metrics_csv, resolve_device
 from pvae.version import __version__
 
 __all__ = ["train", "train_epoch", "TrainResult", "TrainingDivergedError"]
@@ -117,6 +117,8 @@ def train(
     elif (out / CONFIG).exists() or (out / CHECKPOINT).exists():
         if not overwrite:
             raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        for stale in (EVALUATION, PER_IMAGE):  # the old run's numbers must not pass for the new one's
+            (out / stale).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp"):  # half-written temporaries of a process killed mid-write
         stale.unlink()
@@ -173,8 +175,7 @@ def train(
         except TrainingDivergedError as err:
             kept = f"the checkpoint of epoch {epoch - 1} in {out} is intact" if epoch > 1 else "no checkpoint was written"
             raise TrainingDivergedError(
-                f"training diverged in epoch {epoch}: {err}; {kept}. Try a lower --lr (now {config.lr}) "
-                "or --objective meanfield"
+                f"training diverged in epoch {epoch}: {err}; {kept}. Try a lower --lr (now {config.lr})"
             ) from None
         finally:
             bar.close()
