@@ -158,7 +158,7 @@ def train(
         start_epoch = int(state["epoch"]) + 1
     else:
         atomic_write_text(out / CONFIG, json.dumps({"config": config.to_dict(), "versions": _versions(),
-                                                    "device": str(device)}, indent=2))
+                                                    "device": str(device), "cpu_threads": torch.get_num_threads()}, indent=2))
         atomic_write_text(out / METRICS, metrics_csv([]))
 
     objective = _objective(config)

@@ -261,3 +261,26 @@ def _maybe(kwargs: dict[str, object]) -> TrainConfig | None:
         return TrainConfig(**kwargs)  # type: ignore[arg-type]
     except ConfigError:
         return None
+
+
+def test_checkpoint_of_another_configuration_refused(
+    fake_mnist_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint copied in from a run with other settings is refused with one line, exit status 2."""
+    a = train(_config(fake_mnist_root, tmp_path / "a", epochs=1), progress=False).run_dir
+    b = train(_config(fake_mnist_root, tmp_path / "b", epochs=1, z_dim=4), progress=False).run_dir
+    (a / "checkpoint.pt").write_bytes((b / "checkpoint.pt").read_bytes())
+    capsys.readouterr()  # drop the training output
+    assert main(["evaluate", str(a), "--data-dir", str(fake_mnist_root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another configuration" in err and "\n" not in err, err
+
+
+def test_overwrite_removes_the_old_runs_numbers(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """--overwrite deletes the replaced run's evaluation files, so its numbers never pass for the new run's."""
+    out = tmp_path / "run"
+    train(_config(fake_mnist_root, out, epochs=1), progress=False)
+    (out / "evaluation.json").write_text("{}")
+    (out / "per_image.csv").write_text("index\n")
+    train(_config(fake_mnist_root, out, epochs=1, seed=1), overwrite=True, progress=False)
+    assert not (out / "evaluation.json").exists() and not (out / "per_image.csv").exists()
