@@ -10,10 +10,9 @@ hits both alike: they alternate on blocks of ``--block-images`` images. The rati
 is the figure of merit (target <= 1.2); the median of the per-block ratios is the figure least moved
 by bursts of load.
 
-Memory: glibc's malloc maps each chunk-sized tensor (7.8 MB for K = 5000 at the default chunk)
-afresh and gives it back when freed, so every pass pays page faults, counted as kernel time in the
-output; the estimator that allocates more such tensors pays more. ``MALLOC_MMAP_THRESHOLD_=33554432
-MALLOC_TRIM_THRESHOLD_=268435456`` in the environment makes glibc keep and reuse that memory.
+Kernel seconds in the output are page faults, mostly: glibc's malloc maps chunk-sized tensors afresh on
+every pass until its mmap threshold has risen; pvae's estimator raises it once per process (see
+``pvae.importance``), which then serves the hand-written estimator in this process as well.
 
 pvae's estimator runs as ``pvae evaluate`` runs it, with Pyro's argument validation off after the data's
 support was checked (``--validate`` times it with validation on).
