@@ -86,9 +86,9 @@ def _train(args: argparse.Namespace) -> None:
     if "hidden" in given:
         given["hidden"] = tuple(given["hidden"])
     if args.resume is not None:
-        from pvae.runs import load_run
+        from pvae.runs import load_config
 
-        saved, _ = load_run(args.resume)
+        saved = load_config(args.resume)  # train() reads and checks the checkpoint itself
         extra = set(given) - {"out", "device", "data_dir"}
         if extra:
             raise RunFolderError(

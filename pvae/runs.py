@@ -30,6 +30,7 @@ __all__ = [
     "METRICS_FIELDS",
     "RunFolderError",
     "resolve_device",
+    "load_config",
     "load_run",
     "rebuild_model",
     "metrics_csv",
@@ -62,17 +63,22 @@ def metrics_csv(rows: Sequence[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
+def load_config(run_dir: str | Path) -> TrainConfig:
+    """Read only a run folder's ``config.json`` (no checkpoint)."""
+    cfg_path = Path(run_dir) / CONFIG
+    if not cfg_path.is_file():
+        raise RunFolderError(f"{run_dir} is not a pvae run folder: {CONFIG} is missing")
+    try:
+        return TrainConfig.from_dict(json.loads(cfg_path.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise RunFolderError(f"{cfg_path} is not a pvae configuration ({err})") from err
+
+
 def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[TrainConfig, dict[str, Any]]:
     """Read a run folder's ``config.json`` and checkpoint (safely, see :mod:`pvae.checkpoint`)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG
-    if not cfg_path.is_file():
-        raise RunFolderError(f"{run_dir} is not a pvae run folder: {CONFIG} is missing")
-    try:
-        saved = json.loads(cfg_path.read_text())
-        config = TrainConfig.from_dict(saved["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise RunFolderError(f"{cfg_path} is not a pvae configuration ({err})") from err
+    config = load_config(run_dir)
     state = load_checkpoint(run_dir / CHECKPOINT, map_location=map_location)
     # ``out`` is where the run lives, not what it is: a moved folder is the same run.
     if _without_out(state.get("config")) != _without_out(config.to_dict()):
