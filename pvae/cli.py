@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"(default: {DEFAULT_CHUNK_SIZE}, tens of MB for 784 pixels; on a GPU try 65536)")
     ev.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
     ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="seed of the draws of z: evaluating twice gives the same numbers (default: 0)")
     _add_figure_commands(sub)
     return parser
 
@@ -114,7 +116,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     result = evaluate_run(
         args.run, split=args.split, num_samples=args.elbo_samples, data_dir=args.data_dir, device=args.device,
-        num_samples_log_px=args.num_samples, chunk_size=args.chunk_size,
+        num_samples_log_px=args.num_samples, chunk_size=args.chunk_size, seed=args.seed,
     )
     print(format_table(result))
     print(f"written: {args.run}/evaluation.json")

@@ -85,6 +85,7 @@ def evaluate_run(
     device: str = "auto",
     num_samples_log_px: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate a run folder's model on a split and write ``<run_dir>/evaluation.json``.
 
@@ -98,6 +99,8 @@ def evaluate_run(
         ``<run_dir>/per_image.csv`` (index, label, elbo, log_px, kl_gap, ess, pareto_k per image).
         ``None``: no log p(x) (it costs K times the ELBO).
     :param chunk_size: most (particle, image) pairs per pass of the estimator; bounds its memory.
+    :param seed: seeds the draws of z, so that evaluating a run twice gives the same numbers (on
+        the same device and chunk size); the caller's random state is left as it was.
     :returns: the JSON's content: per-image means in nats (``elbo``, ``reconstruction``, ``kl``),
         ``elbo_stderr`` (standard error of the mean over images), ``split``, ``binarization``, ...;
         with ``num_samples_log_px`` also ``log_px`` and ``log_px_stderr``, ``num_samples`` (K),
@@ -110,37 +113,42 @@ def evaluate_run(
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     run_dir = Path(run_dir)
     dev = resolve_device(device)
-    config, state = load_run(run_dir, map_location=dev)
-    vae = rebuild_model(config, state, dev)
-    data = load_data(
-        config.dataset, data_dir if data_dir is not None else config.data_dir,
-        val_size=config.val_size, train_size=config.train_size, device=dev,
-    )
-    x = fixed_eval_set(data.test if split == "test" else data.val, config.binarization)
-    if len(x) == 0:
-        raise ValueError(f"the {split} split of this run is empty (val_size=0); evaluate on --split test")
-    vae.likelihood.check_support(x)
-    tic = time.perf_counter()
-    terms = elbo_terms(vae, x, num_samples=num_samples)
-    result: dict[str, Any] = {
-        "split": split,
-        "dataset": config.dataset,
-        "binarization": config.binarization,
-        # the evaluation images are one fixed Bernoulli draw, the same for every run
-        "eval_binarization_seed": None if config.binarization == "none" else EVAL_BINARIZATION_SEED,
-        "num_images": len(x),
-        "elbo": terms.elbo.mean().item(),
-        "elbo_stderr": (terms.elbo.std() / math.sqrt(len(x))).item(),
-        "reconstruction": terms.reconstruction.mean().item(),
-        "kl": terms.kl.mean().item(),
-        "kl_analytic": terms.kl_is_analytic,
-        "elbo_samples": num_samples,
-        "epoch": int(state["epoch"]),
-        "seconds": time.perf_counter() - tic,
-    }
-    if num_samples_log_px is not None:
-        labels = data.test_labels if split == "test" else data.val_labels
-        result.update(_log_px_evaluation(vae, x, labels, num_samples_log_px, chunk_size, run_dir / PER_IMAGE))
+    # Seeded: the same run evaluated twice gives the same numbers. The model's rebuild and the draws
+    # of z use the global generators; fork_rng gives them back to the caller as they were.
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        config, state = load_run(run_dir, map_location=dev)
+        vae = rebuild_model(config, state, dev)
+        data = load_data(
+            config.dataset, data_dir if data_dir is not None else config.data_dir,
+            val_size=config.val_size, train_size=config.train_size, device=dev,
+        )
+        x = fixed_eval_set(data.test if split == "test" else data.val, config.binarization)
+        if len(x) == 0:
+            raise ValueError(f"the {split} split of this run is empty (val_size=0); evaluate on --split test")
+        vae.likelihood.check_support(x)
+        tic = time.perf_counter()
+        terms = elbo_terms(vae, x, num_samples=num_samples)
+        result: dict[str, Any] = {
+            "split": split,
+            "dataset": config.dataset,
+            "binarization": config.binarization,
+            # the evaluation images are one fixed Bernoulli draw, the same for every run
+            "eval_binarization_seed": None if config.binarization == "none" else EVAL_BINARIZATION_SEED,
+            "num_images": len(x),
+            "elbo": terms.elbo.mean().item(),
+            "elbo_stderr": (terms.elbo.std() / math.sqrt(len(x))).item(),
+            "reconstruction": terms.reconstruction.mean().item(),
+            "kl": terms.kl.mean().item(),
+            "kl_analytic": terms.kl_is_analytic,
+            "elbo_samples": num_samples,
+            "seed": seed,
+            "epoch": int(state["epoch"]),
+            "seconds": time.perf_counter() - tic,
+        }
+        if num_samples_log_px is not None:
+            labels = data.test_labels if split == "test" else data.val_labels
+            result.update(_log_px_evaluation(vae, x, labels, num_samples_log_px, chunk_size, run_dir / PER_IMAGE))
     atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=2))
     return result
 

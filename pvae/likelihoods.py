@@ -36,6 +36,7 @@ from torch.nn import functional as F
 __all__ = [
     "Likelihood",
     "Bernoulli",
+    "BernoulliPixels",
     "ContinuousBernoulli",
     "Gaussian",
     "Laplace",
@@ -115,7 +116,7 @@ class Bernoulli:
     def __call__(self, output: Tensor) -> dist.TorchDistribution:
         """:param output: logits, shape ``(..., x_dim)``.
         :returns: independent Bernoullis, ``event_shape == (x_dim,)``."""
-        return dist.Bernoulli(logits=output).to_event(1)
+        return BernoulliPixels(dist.Bernoulli(logits=output), 1)
 
     def check_support(self, x: Tensor) -> None:
         """Refuse grey levels: a Bernoulli puts probability on 0 and 1 only."""
@@ -132,6 +133,26 @@ class Bernoulli:
 
     def __repr__(self) -> str:
         return "Bernoulli()"
+
+
+class BernoulliPixels(dist.Independent):
+    """Independent Bernoulli pixels, ``Bernoulli(logits=l).to_event(1)``, with a cheaper ``log_prob``.
+
+    The log-probability of an image is ``-sum_d BCE(l_d, x_d)``. Pyro's (torch's) Bernoulli negates
+    every pixel's term before ``to_event`` sums them; summing first negates one number per image.
+    That is one pass fewer over the ``(..., x_dim)`` tensor forward and one backward: in every
+    training step, and K times over in importance sampling. The values are the same bits.
+    Construct it with ``reinterpreted_batch_ndims=1``: the sum runs over the last dimension only.
+    """
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """:param value: binary images ``(..., x_dim)``. :returns: ``(...)``, summed over pixels."""
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.base_dist.logits
+        if logits.shape != value.shape:
+            logits, value = broadcast_all(logits, value)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
 
 class ContinuousBernoulli:

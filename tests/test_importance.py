@@ -341,6 +341,22 @@ def test_evaluate_writes_log_px_and_per_image_table(tiny_run: Path) -> None:
     assert 1 <= result["ess_mean"] <= 30 and 0 <= result["active_units"] <= 2, result
 
 
+def test_evaluate_is_reproducible_and_leaves_the_callers_rng_alone(tiny_run: Path) -> None:
+    """Its draws are seeded: the same seed gives the same numbers, another seed other ones (by Monte-Carlo
+    noise), and the caller's random stream continues as if evaluate had not run."""
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = evaluate_run(tiny_run, num_samples_log_px=20, device="cpu")
+    assert_close(torch.rand(3), expected_next, rtol=0, atol=0)
+    second = evaluate_run(tiny_run, num_samples_log_px=20, device="cpu")
+    other = evaluate_run(tiny_run, num_samples_log_px=20, device="cpu", seed=1)
+    for key in ("elbo", "reconstruction", "log_px", "kl_gap", "ess_mean"):
+        assert first[key] == second[key], key
+    assert other["seed"] == 1 and first["seed"] == 0
+    assert other["log_px"] != first["log_px"] and abs(other["log_px"] - first["log_px"]) < 5 * first["log_px_stderr"]
+
+
 def test_cli_evaluate_num_samples(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """pvae evaluate RUN --num-samples K prints log p(x) in its table and writes per_image.csv."""
     (tiny_run / PER_IMAGE).unlink(missing_ok=True)

@@ -45,6 +45,26 @@ def test_bernoulli_log_prob_matches_scipy() -> None:
     torch.testing.assert_close(Bernoulli()(logits).log_prob(x), torch.from_numpy(want), rtol=1e-10, atol=1e-10)
 
 
+def test_bernoulli_pixels_is_torchs_bernoulli_bit_for_bit() -> None:
+    """BernoulliPixels only reorders sum and negation: values and gradients equal
+    Bernoulli(logits).to_event(1)'s exactly, also with K particles broadcast against the images,
+    and its argument validation still refuses grey levels."""
+    import pyro.distributions as dist
+
+    logits = torch.randn(4, 5, X_DIM, requires_grad=True)  # K = 4 particles for 5 images
+    x = torch.bernoulli(torch.full((5, X_DIM), 0.4))
+    ours, theirs = Bernoulli()(logits), dist.Bernoulli(logits=logits).to_event(1)
+    assert (ours.batch_shape, ours.event_shape) == (theirs.batch_shape, theirs.event_shape)
+    got, want = ours.log_prob(x), theirs.log_prob(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    g_got, g_want = (torch.autograd.grad(v.sum(), logits)[0] for v in (got, want))
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=0)
+    expanded = ours.expand(torch.Size([2, 4, 5]))
+    assert type(expanded) is type(ours) and expanded.log_prob(x).shape == (2, 4, 5)
+    with pytest.raises(ValueError, match="support"):
+        type(ours)(dist.Bernoulli(logits=logits), 1, validate_args=True).log_prob(torch.full((5, X_DIM), 0.5))
+
+
 def _cb_log_density(x: np.ndarray, lam: np.ndarray) -> np.ndarray:
     """Continuous Bernoulli: log C(lam) + x log lam + (1 - x) log(1 - lam), C = 2 atanh(1 - 2 lam) / (1 - 2 lam)."""
     log_c = np.log(2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))

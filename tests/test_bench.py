@@ -1,0 +1,50 @@
+"""The speed benchmarks under bench/ still run: each on a tiny problem, checked for the lines it must
+print (CI never times them; these runs only keep the scripts from rotting)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pvae import TrainConfig, train
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+RATIO = re.compile(r"^ratio pvae / hand-written = (\d+\.\d+)", re.MULTILINE)
+
+
+def _run(script: str, *args: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--threads", "1", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def test_train_speed_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/train_speed.py trains all three implementations on the same blocks and prints their ratio."""
+    out = _run("train_speed.py", "--repeats", "1", "--block-steps", "2", "--val-size", "100",
+               "--data-dir", str(fake_mnist_root), cwd=tmp_path)
+    assert RATIO.search(out) and "plain Pyro" in out and "N=500, batch 100" in out, out
+    # all three trained on the same minibatches from the same weights: their ELBOs agree to Monte-Carlo
+    # noise (a fraction of a nat here); a wrong minibatch scale would put one off by tens of nats
+    elbos = [float(v) for v in re.search(r"train elbo \(nats/image\) (.+)$", out, re.MULTILINE).group(1).split(", ")]
+    assert len(elbos) == 3 and max(elbos) - min(elbos) < 5.0, out
+
+
+@pytest.mark.parametrize("validate", [False, True], ids=["validation-off", "validation-on"])
+def test_log_px_speed_bench_runs(fake_mnist_root: Path, tmp_path: Path, validate: bool) -> None:
+    """bench/log_px_speed.py estimates log p(x) of a run's test images both ways and prints their ratio."""
+    run = tmp_path / "run"
+    train(TrainConfig(data_dir=str(fake_mnist_root), val_size=100, z_dim=2, hidden=(16,), batch_size=50, epochs=1,
+                      device="cpu", out=str(run)), progress=False)
+    args = ["--run", str(run), "--num-images", "20", "--num-samples", "10", "--repeats", "1", "--block-images", "10",
+            "--loop-images", "2", "--data-dir", str(fake_mnist_root)]
+    out = _run("log_px_speed.py", *args, *(["--validate"] if validate else []), cwd=tmp_path)
+    assert RATIO.search(out) and "one image at a time" in out, out
+    means = re.search(r"mean log p\(x\) pvae (-?\d+\.\d+), hand-written (-?\d+\.\d+)", out)
+    assert means and abs(float(means.group(1)) - float(means.group(2))) < 2.0, out
