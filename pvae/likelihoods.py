@@ -142,11 +142,12 @@ class BernoulliPixels(dist.Independent):
     every pixel's term before ``to_event`` sums them; summing first negates one number per image.
     That is one pass fewer over the ``(..., x_dim)`` tensor forward and one backward: in every
     training step, and K times over in importance sampling. The values are the same bits.
-    Construct it with ``reinterpreted_batch_ndims=1``: the sum runs over the last dimension only.
     """
 
     def log_prob(self, value: Tensor) -> Tensor:
         """:param value: binary images ``(..., x_dim)``. :returns: ``(...)``, summed over pixels."""
+        if self.reinterpreted_batch_ndims != 1:  # the shortcut sums over the last dimension only
+            return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
         logits = self.base_dist.logits

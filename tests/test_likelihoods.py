@@ -61,6 +61,8 @@ def test_bernoulli_pixels_is_torchs_bernoulli_bit_for_bit() -> None:
     torch.testing.assert_close(g_got, g_want, rtol=0, atol=0)
     expanded = ours.expand(torch.Size([2, 4, 5]))
     assert type(expanded) is type(ours) and expanded.log_prob(x).shape == (2, 4, 5)
+    two_dims = type(ours)(dist.Bernoulli(logits=logits), 2)  # an event of 5 images: the general path
+    torch.testing.assert_close(two_dims.log_prob(x), theirs.log_prob(x).sum(-1), rtol=1e-6, atol=1e-5)
     with pytest.raises(ValueError, match="support"):
         type(ours)(dist.Bernoulli(logits=logits), 1, validate_args=True).log_prob(torch.full((5, X_DIM), 0.5))
 
