@@ -19,6 +19,7 @@ from pvae.networks import ACTIVATIONS
 __all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "ConfigError", "iwae_particles"]
 
 OBJECTIVES: tuple[str, ...] = ("trace", "meanfield", "iwae:K")
+ENGINES: tuple[str, ...] = ("auto", "jit", "eager")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
@@ -45,6 +46,11 @@ class TrainConfig:
     :param likelihood: p(x|z): bernoulli, continuous-bernoulli, gaussian[:SCALE|learned],
         laplace[:SCALE|learned], beta or discretized-logistic (:data:`pvae.components.LIKELIHOODS`).
     :param guide: the posterior family q(z|x): diagonal, full-cov or flow[:L] (:data:`pvae.components.GUIDES`).
+    :param engine: how each step computes the objective: ``jit`` records Pyro's computation once per
+        minibatch shape and replays it (the same numbers without Pyro's per-step Python; see
+        :mod:`pvae.compiled`), ``eager`` runs Pyro's ELBO at every step, ``auto`` is ``jit`` for the
+        models pvae builds and ``eager`` for a model of your own (``train(vae=...)``), whose Python a
+        trace may not follow.
     :param objective: ``trace`` (Pyro's ``Trace_ELBO``, Monte-Carlo KL), ``meanfield``
         (``TraceMeanField_ELBO``, analytic KL) or ``iwae:K`` (the importance-weighted bound with K >= 2
         samples per image, Burda et al. 2016; :class:`pvae.iwae.IWAE_ELBO`).
@@ -76,6 +82,7 @@ class TrainConfig:
     likelihood: str = "bernoulli"
     guide: str = "diagonal"
     objective: str = "trace"
+    engine: str = "auto"
     num_particles: int = 1
     batch_size: int = 100
     epochs: int = 10
@@ -91,6 +98,7 @@ class TrainConfig:
         _choice("binarization", self.binarization, BINARIZATIONS)
         _choice("activation", self.activation, tuple(ACTIVATIONS))
         iwae_particles(self.objective)
+        _choice("engine", self.engine, ENGINES)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("device", self.device, DEVICES)
         from pvae.components import LIKELIHOODS, build_likelihood, check_spec

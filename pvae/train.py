@@ -25,6 +25,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor
 
 from pvae.checkpoint import atomic_write_text, save_checkpoint
+from pvae.compiled import TracedELBO
 from pvae.components import build_vae, check_analytic_kl
 from pvae.config import TrainConfig, iwae_particles
 from pvae.data import ImageData, binarize, fixed_eval_set, load_data
@@ -57,6 +58,16 @@ def _objective(config: TrainConfig) -> pyro.infer.ELBO:
     cls = Trace_ELBO if config.objective == "trace" else TraceMeanField_ELBO
     vectorize = config.num_particles > 1
     return cls(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
+
+
+def _training_objective(config: TrainConfig, vae: VAE, *, own_model: bool = False) -> pyro.infer.ELBO | TracedELBO:
+    """The objective each SVI step calls, run by the configured engine.
+
+    :param own_model: ``vae`` is the caller's, not built from ``config``: engine ``auto`` runs it eagerly.
+    """
+    objective = _objective(config)
+    engine = ("eager" if own_model else "jit") if config.engine == "auto" else config.engine
+    return TracedELBO(vae, objective) if engine == "jit" else objective
 
 
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -96,7 +107,8 @@ def train(
         uninterrupted run with the same seed on the same device.
     :param overwrite: reuse an ``out`` folder that already holds another run.
     :param vae: a model of your own (e.g. a custom prior) to train instead of the one ``config``
-        describes; its run folder then cannot be rebuilt by ``pvae evaluate``.
+        describes; its run folder then cannot be rebuilt by ``pvae evaluate``, and engine ``auto``
+        trains it eagerly.
     :param progress: show a progress bar; ``None``: only when stderr is a terminal.
     :returns: the trained model, the run folder and the per-epoch metrics.
     """
@@ -130,6 +142,7 @@ def train(
     x_grey, num_data = data.train, data.train.shape[0]
     x_static = binarize(x_grey, config.seed) if config.binarization == "static" else x_grey
     x_val = fixed_eval_set(data.val, config.binarization)
+    own_model = vae is not None
     if vae is None:
         vae = build_vae(config, data.x_dim, num_data, mean_image=x_grey.mean(0), init_data=x_static)
     # The data plate's size is the training set's size by definition; a model built elsewhere is told.
@@ -161,7 +174,7 @@ def train(
                                                     "device": str(device), "cpu_threads": torch.get_num_threads()}, indent=2))
         atomic_write_text(out / METRICS, metrics_csv([]))
 
-    objective = _objective(config)
+    objective = _training_objective(config, vae, own_model=own_model)
     steps = math.ceil(num_data / config.batch_size)
     show = sys.stderr.isatty() if progress is None else progress
     for epoch in range(start_epoch, config.epochs + 1):

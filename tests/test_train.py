@@ -141,9 +141,10 @@ def test_resume_without_checkpoint_is_refused(tmp_path: Path, fake_mnist_root: P
 def epoch_pixel_counts(monkeypatch: pytest.MonkeyPatch, config: TrainConfig) -> list[torch.Tensor]:
     """Train and return, per epoch, the sum over the epoch's training images of every pixel ``(x_dim,)``.
 
-    Minibatches are seen through Pyro's ``differentiable_loss``; a permutation of the same images
-    gives the same sums.
+    Minibatches are seen through Pyro's ``differentiable_loss``, which the eager engine calls at every
+    step; a permutation of the same images gives the same sums.
     """
+    config = dataclasses.replace(config, engine="eager")
     batches: list[torch.Tensor] = []
     loss_cls = pyro.infer.Trace_ELBO
     original = loss_cls.differentiable_loss
