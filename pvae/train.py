@@ -66,8 +66,12 @@ def _training_objective(config: TrainConfig, vae: VAE, *, own_model: bool = Fals
     :param own_model: ``vae`` is the caller's, not built from ``config``: engine ``auto`` runs it eagerly.
     """
     objective = _objective(config)
-    engine = ("eager" if own_model else "jit") if config.engine == "auto" else config.engine
-    return TracedELBO(vae, objective) if engine == "jit" else objective
+    return TracedELBO(vae, objective) if _engine(config, own_model) == "jit" else objective
+
+
+def _engine(config: TrainConfig, own_model: bool) -> str:
+    """``jit`` or ``eager``: what ``config.engine`` means for this model."""
+    return ("eager" if own_model else "jit") if config.engine == "auto" else config.engine
 
 
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -171,7 +175,8 @@ def train(
         start_epoch = int(state["epoch"]) + 1
     else:
         atomic_write_text(out / CONFIG, json.dumps({"config": config.to_dict(), "versions": _versions(),
-                                                    "device": str(device), "cpu_threads": torch.get_num_threads()}, indent=2))
+                                                    "device": str(device), "cpu_threads": torch.get_num_threads(),
+                                                    "engine": _engine(config, own_model)}, indent=2))
         atomic_write_text(out / METRICS, metrics_csv([]))
 
     objective = _training_objective(config, vae, own_model=own_model)

@@ -227,6 +227,7 @@ def test_same_seed_same_metrics(fake_mnist_root: Path, tmp_path: Path) -> None:
     _assert_same_run(a.run_dir, b.run_dir)
     recorded = json.loads((a.run_dir / "config.json").read_text())
     assert recorded["config"]["seed"] == 0 and "torch" in recorded["versions"] and recorded["device"] == "cpu"
+    assert recorded["config"]["engine"] == "auto" and recorded["engine"] == "jit", "auto traces the models pvae builds"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
