@@ -65,7 +65,6 @@ class TracedELBO:
 
     def __init__(self, vae: nn.Module, objective: ELBO) -> None:
         self.vae, self.objective = vae, objective
-        self.num_particles = objective.num_particles
         self._loss = _SurrogateLoss(vae, objective)
         self._traced: dict[tuple[Any, ...], Any] = {}
         self._checks_left: dict[tuple[Any, ...], int] = {}
