@@ -9,9 +9,11 @@ optimizer's in-place updates are seen. Values, gradients and random draws are th
 ELBO (``tests/test_compiled.py`` checks them for every built-in prior, likelihood, guide and
 objective).
 
-What a trace cannot keep is Python control flow that depends on tensor values: it is recorded the
-way it went the first time. So each new shape's first two steps also compute the eager ELBO on the
-same draws, and a difference stops training with an error that names ``--engine eager``.
+What a trace cannot keep is Python control flow that depends on tensor values, or Python state that
+changes between steps (a counter, say): it is recorded the way it went the first time. So each new
+shape's first two steps also compute the eager ELBO on the same draws, and a difference stops
+training with an error that names ``--engine eager``; a change that comes later is not seen, which
+is why engine ``auto`` traces only the models pvae builds itself.
 ``torch.jit.trace`` is deprecated in favour of ``torch.compile``, which today cannot compile through
 Pyro's effect handlers without breaking the graph at every site (and is slower than eager there).
 """
