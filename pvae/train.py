@@ -1,8 +1,9 @@
 """Fit a VAE by stochastic variational inference and keep a resumable run folder.
 
-SVI here is Pyro's ELBO (``Trace_ELBO`` or ``TraceMeanField_ELBO``) as a differentiable loss,
-minimized with one ``torch.optim.Adam`` over the model's parameters (theta and phi together) and
-a learning-rate schedule. One checkpoint per epoch, written atomically, holds everything needed to
+SVI here is Pyro's ELBO (``Trace_ELBO``, ``TraceMeanField_ELBO`` or the IWAE bound) as a
+differentiable loss, minimized with one ``torch.optim.Adam`` over the model's parameters (theta and
+phi together) and a learning-rate schedule. By default the ELBO's computation is recorded once per
+minibatch shape and replayed (:mod:`pvae.compiled`): the same numbers without Pyro's per-step Python. One checkpoint per epoch, written atomically, holds everything needed to
 continue bit for bit: parameters, optimizer and schedule state, and the random-number generators.
 """
 
