@@ -28,6 +28,8 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO
 from torch import Tensor, nn
 
+from pvae.runs import forked_rng
+
 __all__ = ["TracedELBO", "TracedELBOMismatch"]
 
 # Steps of each new minibatch shape that are also computed eagerly and compared.
@@ -91,13 +93,13 @@ class TracedELBO:
     def _trace(self, x: Tensor) -> Any:
         # Tracing runs the loss once; forking the generators keeps that run's draws out of the
         # training's random stream, so a resumed run draws what an uninterrupted one does.
-        with _same_draws(x.device), warnings.catch_warnings():
+        with forked_rng(x.device), warnings.catch_warnings():
             # the deprecation notice, and the tracer's notes on Python numbers it freezes
             warnings.simplefilter("ignore")
             return torch.jit.trace(self._loss, (x,), check_trace=False)
 
     def _checked(self, traced: Any, x: Tensor) -> Tensor:
-        with _same_draws(x.device), torch.no_grad(), pyro.validation_enabled(False):
+        with forked_rng(x.device), torch.no_grad(), pyro.validation_enabled(False):
             eager = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x)
         loss = _replay(traced, x)  # the fork gave the generators back: the same draws as the eager run
         if not torch.isclose(loss.detach(), torch.as_tensor(eager, dtype=loss.dtype), rtol=1e-5, atol=1e-3):
@@ -116,8 +118,3 @@ def _replay(traced: Any, x: Tensor) -> Tensor:
     # from skipping Pyro's Python, not from the optimizer.
     with torch.jit.optimized_execution(False):
         return traced(x)
-
-
-def _same_draws(device: torch.device) -> Any:
-    """A block whose random draws are undone afterwards (torch's CPU generator, and CUDA's when used)."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])

@@ -30,7 +30,7 @@ from pvae.checkpoint import atomic_write_text
 from pvae.importance import DEFAULT_CHUNK_SIZE, active_units, importance_estimate
 from pvae.data import EVAL_BINARIZATION_SEED, check_images, fixed_eval_set, load_data
 from pvae.model import VAE
-from pvae.runs import EVALUATION, PER_IMAGE, load_run, rebuild_model, resolve_device
+from pvae.runs import EVALUATION, PER_IMAGE, forked_rng, load_run, rebuild_model, resolve_device
 
 __all__ = ["ElboTerms", "elbo_terms", "evaluate_run", "format_table", "PER_IMAGE", "PER_IMAGE_FIELDS"]
 
@@ -114,8 +114,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     # Seeded: the same run evaluated twice gives the same numbers. The model's rebuild and the draws
-    # of z use the global generators; fork_rng gives them back to the caller as they were.
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+    # of z use the global generators; forked_rng gives them back to the caller as they were.
+    with forked_rng(dev):
         torch.manual_seed(seed)
         config, state = load_run(run_dir, map_location=dev)
         vae = rebuild_model(config, state, dev)

@@ -30,6 +30,7 @@ __all__ = [
     "METRICS_FIELDS",
     "RunFolderError",
     "resolve_device",
+    "forked_rng",
     "load_config",
     "load_run",
     "rebuild_model",
@@ -52,6 +53,12 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(device)
+
+
+def forked_rng(device: torch.device) -> Any:
+    """A block whose random draws are undone afterwards: torch's CPU generator, and CUDA's when
+    ``device`` is a GPU, are given back as they were (so the draws in it leave others' streams alone)."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def metrics_csv(rows: Sequence[dict[str, float]]) -> str:
