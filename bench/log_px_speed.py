@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from pvae import TrainConfig, load_data, train
 from pvae.data import fixed_eval_set
 from pvae.importance import DEFAULT_CHUNK_SIZE, log_marginal_likelihood
-from pvae.model import VAE
+from pvae.models import VAE
 from pvae.runs import load_run, rebuild_model, resolve_device
 
 

@@ -32,7 +32,8 @@ from torch.nn import functional as F
 
 from pvae import TrainConfig, build_vae, load_data
 from pvae.runs import resolve_device
-from pvae.train import _training_objective, train_epoch
+from pvae.objectives import training_objective
+from pvae.train import train_epoch
 
 
 class HandWrittenVAE(nn.Module):
@@ -121,7 +122,7 @@ def main() -> None:
     pvae_model = build_vae(config, data.x_dim, n, mean_image=x_grey.mean(0)).to(device)
     hand = HandWrittenVAE(copy.deepcopy(pvae_model.encoder), copy.deepcopy(pvae_model.decoder), n).to(device)
     plain = PlainPyroVAE(copy.deepcopy(pvae_model.encoder), copy.deepcopy(pvae_model.decoder), config.z_dim, n).to(device)
-    objective = _training_objective(config, pvae_model)  # as pvae train runs it (engine auto: jit)
+    objective = training_objective(config, pvae_model)  # as pvae train runs it (engine auto: jit)
     opt_pvae = torch.optim.Adam(pvae_model.parameters(), lr=config.lr)
     opt_hand = torch.optim.Adam(hand.parameters(), lr=config.lr)
     opt_plain = torch.optim.Adam(plain.parameters(), lr=config.lr)

@@ -8,10 +8,22 @@ Priors, likelihoods and posterior families are small duck-typed objects (:mod:`p
 """
 
 from pvae.checkpoint import CheckpointError
-from pvae.components import GUIDES, LIKELIHOODS, PRIORS, build_guide, build_likelihood, build_prior, build_vae
-from pvae.config import ConfigError, TrainConfig
+from pvae.components import (
+    GUIDES,
+    LIKELIHOODS,
+    MODELS,
+    PRIORS,
+    build_guide,
+    build_likelihood,
+    build_model,
+    build_prior,
+    build_vae,
+    check_config,
+)
+from pvae.config import TrainConfig
+from pvae.errors import ConfigError
 from pvae.data import DataNotFoundError, ImageData, load_data
-from pvae.evaluate import ElboTerms, elbo_terms, evaluate_run
+from pvae.evaluate import ElboTerms, classify, elbo_terms, evaluate_run
 from pvae.graph import graph_source, model_graph, plot_graphical_model, write_graphs
 from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, PosteriorFamily
 from pvae.importance import (
@@ -24,15 +36,22 @@ from pvae.importance import (
 )
 from pvae.iwae import IWAE_ELBO
 from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Likelihood
-from pvae.model import VAE
+from pvae.models import VAE, ConditionalVAE, SemiSupervisedVAE, TwoLayerVAE
+from pvae.objectives import SemiSupervisedObjective, build_objective, training_objective
 from pvae.plots import plot_run, posterior_on_grid
 from pvae.priors import DiagonalNormal, FlowPrior, MixtureOfGaussians, Prior, StandardNormal, StudentT, VampPrior
-from pvae.runs import RunFolderError, load_run, rebuild_model
+from pvae.protocol import GraphicalModel, label_mode
+from pvae.runs import OpenRun, RunFolderError, load_run, open_run, rebuild_model
 from pvae.train import TrainResult, train
 from pvae.version import __version__
 
 __all__ = [
+    "GraphicalModel",
+    "label_mode",
     "VAE",
+    "TwoLayerVAE",
+    "ConditionalVAE",
+    "SemiSupervisedVAE",
     "Prior",
     "StandardNormal",
     "DiagonalNormal",
@@ -55,6 +74,10 @@ __all__ = [
     "train",
     "TrainResult",
     "elbo_terms",
+    "classify",
+    "build_objective",
+    "training_objective",
+    "SemiSupervisedObjective",
     "ElboTerms",
     "evaluate_run",
     "log_marginal_likelihood",
@@ -77,7 +100,12 @@ __all__ = [
     "RunFolderError",
     "load_run",
     "rebuild_model",
+    "open_run",
+    "OpenRun",
+    "build_model",
     "build_vae",
+    "check_config",
+    "MODELS",
     "build_prior",
     "build_likelihood",
     "build_guide",

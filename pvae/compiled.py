@@ -28,7 +28,7 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO
 from torch import Tensor, nn
 
-from pvae.runs import forked_rng
+from pvae.devices import forked_rng
 
 __all__ = ["TracedELBO", "TracedELBOMismatch"]
 
@@ -47,15 +47,15 @@ class _SurrogateLoss(nn.Module):
         super().__init__()
         self.vae, self.objective = vae, objective
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *args: Tensor) -> Tensor:
         model, guide, objective = self.vae.model, self.vae.guide, self.objective  # type: ignore[union-attr]
         with pyro.validation_enabled(False):
             if not isinstance(objective, Trace_ELBO):  # e.g. IWAE_ELBO: its loss is a plain function of x
-                return objective.differentiable_loss(model, guide, x)
+                return objective.differentiable_loss(model, guide, x, *args)
             # As Pyro's JitTrace_ELBO: the surrogate alone. Trace_ELBO adds (value - surrogate) as a
             # Python float, which a trace would freeze; for reparameterized guides the two are equal.
             loss: Any = 0.0
-            for model_trace, guide_trace in objective._get_traces(model, guide, (x,), {}):
+            for model_trace, guide_trace in objective._get_traces(model, guide, (x, *args), {}):
                 loss = loss + objective._differentiable_loss_particle(model_trace, guide_trace)[1]
             return loss / objective.num_particles
 
@@ -63,7 +63,8 @@ class _SurrogateLoss(nn.Module):
 class TracedELBO:
     """``objective.differentiable_loss(vae.model, vae.guide, x)``, replayed from a trace per shape of ``x``.
 
-    :param vae: the model; its ``model`` and ``guide`` take the minibatch ``x`` only.
+    :param vae: the model; its ``model`` and ``guide`` take the minibatch ``x`` and, for a
+        class-conditional model, its labels (tensors only, which the trace takes as inputs).
     :param objective: a Pyro ELBO (``Trace_ELBO``, ``TraceMeanField_ELBO``, ``IWAE_ELBO``).
     """
 
@@ -73,35 +74,37 @@ class TracedELBO:
         self._traced: dict[tuple[Any, ...], Any] = {}
         self._checks_left: dict[tuple[Any, ...], int] = {}
 
-    def differentiable_loss(self, model: Any, guide: Any, x: Tensor) -> Tensor:
-        """The loss of minibatch ``x`` ``(batch, x_dim)``: a scalar, as the eager ELBO gives it.
+    def differentiable_loss(self, model: Any, guide: Any, x: Tensor, *args: Tensor) -> Tensor:
+        """The loss of minibatch ``x`` ``(batch, x_dim)`` (and its labels ``args``): a scalar, as the
+        eager ELBO gives it.
 
         :raises TracedELBOMismatch: when the trace and the eager ELBO disagree on the same draws.
         """
         if model != self.vae.model or guide != self.vae.guide:
             raise ValueError("a TracedELBO computes the loss of the model and guide of the VAE it was built for")
-        key = (tuple(x.shape), x.dtype, x.device)
+        inputs = (x, *args)
+        key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
         traced = self._traced.get(key)
         if traced is None:
-            traced = self._traced[key] = self._trace(x)
+            traced = self._traced[key] = self._trace(inputs)
             self._checks_left[key] = _CHECKED_STEPS
         if self._checks_left[key] == 0:
-            return _replay(traced, x)
+            return _replay(traced, inputs)
         self._checks_left[key] -= 1
-        return self._checked(traced, x)
+        return self._checked(traced, inputs)
 
-    def _trace(self, x: Tensor) -> Any:
+    def _trace(self, inputs: tuple[Tensor, ...]) -> Any:
         # Tracing runs the loss once; forking the generators keeps that run's draws out of the
         # training's random stream, so a resumed run draws what an uninterrupted one does.
-        with forked_rng(x.device), warnings.catch_warnings():
+        with forked_rng(inputs[0].device), warnings.catch_warnings():
             # the deprecation notice, and the tracer's notes on Python numbers it freezes
             warnings.simplefilter("ignore")
-            return torch.jit.trace(self._loss, (x,), check_trace=False)
+            return torch.jit.trace(self._loss, inputs, check_trace=False)
 
-    def _checked(self, traced: Any, x: Tensor) -> Tensor:
-        with forked_rng(x.device), torch.no_grad(), pyro.validation_enabled(False):
-            eager = self.objective.differentiable_loss(self.vae.model, self.vae.guide, x)
-        loss = _replay(traced, x)  # the fork gave the generators back: the same draws as the eager run
+    def _checked(self, traced: Any, inputs: tuple[Tensor, ...]) -> Tensor:
+        with forked_rng(inputs[0].device), torch.no_grad(), pyro.validation_enabled(False):
+            eager = self.objective.differentiable_loss(self.vae.model, self.vae.guide, *inputs)
+        loss = _replay(traced, inputs)  # the fork gave the generators back: the same draws as the eager run
         if not torch.isclose(loss.detach(), torch.as_tensor(eager, dtype=loss.dtype), rtol=1e-5, atol=1e-3):
             raise TracedELBOMismatch(
                 f"the traced ELBO gives {loss.item():.6g} where Pyro's eager ELBO gives {float(eager):.6g} on the "
@@ -111,10 +114,10 @@ class TracedELBO:
         return loss
 
 
-def _replay(traced: Any, x: Tensor) -> Tensor:
+def _replay(traced: Any, inputs: tuple[Tensor, ...]) -> Tensor:
     # TorchScript's executor re-optimizes a graph after its first runs, which changes the order of
     # float operations: a resumed run (whose trace is new) would then drift from an uninterrupted
     # one in the last bits. Unoptimized, every run of the graph computes the same: the speed comes
     # from skipping Pyro's Python, not from the optimizer.
     with torch.jit.optimized_execution(False):
-        return traced(x)
+        return traced(*inputs)

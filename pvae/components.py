@@ -1,214 +1,46 @@
-"""Names for priors, likelihoods and posterior families (``--prior mog:10``, ``--likelihood
-gaussian:learned``, ``--guide flow:4``) and the builder that turns a :class:`~pvae.config.TrainConfig`
-into a :class:`~pvae.VAE`.
+"""Builders: the priors, likelihoods, posterior families and whole models that names and a
+:class:`~pvae.config.TrainConfig` describe, and the checks that a configuration fits together.
 
-A spelling is ``name`` or ``name:argument``; each registry entry says what its argument means and
-its default. An unknown name is refused with the list of known ones and the nearest match.
+The names themselves and their parsing live in :mod:`pvae.registry`; this module joins them to the
+configuration (it imports both, and neither imports it).
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import inspect
 from typing import Any
 
 import torch
-from torch import Tensor
-from torch.distributions import kl_divergence
+from torch import Tensor, nn
 
-from pvae.config import ConfigError, TrainConfig
-from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, PosteriorFamily
-from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood
-from pvae.model import VAE
+from pvae.config import TrainConfig, iwae_particles, model_arguments
+from pvae.errors import ConfigError
+from pvae.guides import PosteriorFamily
+from pvae.likelihoods import Likelihood
+from pvae.models import VAE, ConditionalVAE, SemiSupervisedVAE, TopLayerPosterior, TwoLayerVAE
 from pvae.networks import set_output_bias
-from pvae.priors import (
-    DiagonalNormal,
-    FlowPrior,
-    Laplace as LaplacePrior,
-    MixtureOfGaussians,
-    Prior,
-    StandardNormal,
-    StudentT,
-    VampPrior,
-)
+from pvae.priors import Prior
+from pvae.protocol import GraphicalModel, label_mode
+from pvae.registry import GUIDES, LIKELIHOODS, MODELS, PRIORS, Context, check_model, check_spec, is_import_path, needs_binary
 
 __all__ = [
     "PRIORS",
     "LIKELIHOODS",
     "GUIDES",
-    "Entry",
-    "Context",
-    "check_spec",
-    "known",
+    "MODELS",
+    "NUM_CLASSES",
     "build_prior",
     "build_likelihood",
     "build_guide",
+    "build_model",
     "build_vae",
-    "check_analytic_kl",
+    "check_config",
+    "import_model_class",
 ]
 
-
-@dataclass(frozen=True)
-class Context:
-    """What a component may need besides its own argument: the model's sizes, the guide (for a
-    VampPrior) and training images (to start data-dependent parameters from)."""
-
-    z_dim: int
-    x_dim: int | None = None
-    hidden: tuple[int, ...] = (200, 200)
-    activation: str = "tanh"
-    posterior: PosteriorFamily | None = None
-    init_data: Tensor | None = None
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A registered component.
-
-    :param usage: how to spell it, e.g. ``mog[:K]``; :param summary: one line, with the default.
-    :param parse: the text after the colon (``None`` when absent) -> the argument; raises
-        ``ValueError`` with the expected form.
-    :param build: ``(argument, context) -> component``.
-    """
-
-    usage: str
-    summary: str
-    parse: Callable[[str | None], Any]
-    build: Callable[[Any, Context], Any]
-
-
-def _no_argument(arg: str | None) -> None:
-    if arg is not None:
-        raise ValueError(f"takes no argument, got {arg!r}")
-
-
-def _count(default: int, what: str) -> Callable[[str | None], int]:
-    def parse(arg: str | None) -> int:
-        if arg is None:
-            return default
-        try:
-            value = int(arg)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"expected a positive integer {what} after the colon, got {arg!r}")
-        return value
-
-    return parse
-
-
-def _positive(default: float, what: str) -> Callable[[str | None], float]:
-    def parse(arg: str | None) -> float:
-        if arg is None:
-            return default
-        try:
-            value = float(arg)
-        except ValueError:
-            value = 0.0
-        if not value > 0:
-            raise ValueError(f"expected a positive number {what} after the colon, got {arg!r}")
-        return value
-
-    return parse
-
-
-def _scale_or_learned(default: float) -> Callable[[str | None], float | None]:
-    number = _positive(default, "(the fixed scale) or 'learned'")
-
-    def parse(arg: str | None) -> float | None:
-        return None if arg == "learned" else number(arg)
-
-    return parse
-
-
-def _pseudo_inputs(num: int, ctx: Context) -> Tensor:
-    """K random training images when some are given, else uniform noise in [0, 1]^x_dim."""
-    if ctx.init_data is not None:
-        rows = torch.randint(ctx.init_data.shape[0], (num,), device=ctx.init_data.device)
-        return ctx.init_data[rows].detach().clone()
-    if ctx.x_dim is None:
-        raise ValueError("the vamp prior needs x_dim (its pseudo-inputs are images)")
-    return torch.rand(num, ctx.x_dim)
-
-
-def _vamp(num: int, ctx: Context) -> VampPrior:
-    if ctx.posterior is None:
-        raise ValueError("the vamp prior needs the guide's posterior family (build_vae hands it over)")
-    return VampPrior(ctx.z_dim, ctx.posterior, _pseudo_inputs(num, ctx))
-
-
-PRIORS: dict[str, Entry] = {
-    "normal": Entry("normal", "N(0, I)", _no_argument, lambda a, c: StandardNormal(c.z_dim)),
-    "diagonal": Entry("diagonal", "N(mu, diag(sigma^2)), mu and sigma learned", _no_argument,
-                      lambda a, c: DiagonalNormal(c.z_dim)),
-    "mog": Entry("mog[:K]", "mixture of K learned diagonal Gaussians (K=10)", _count(10, "K"),
-                 lambda k, c: MixtureOfGaussians(c.z_dim, k)),
-    "vamp": Entry("vamp[:K]", "VampPrior: mixture of q(z|u_k) over K learned pseudo-inputs (K=500)",
-                  _count(500, "K"), _vamp),
-    "laplace": Entry("laplace", "independent Laplace(0, 1)", _no_argument, lambda a, c: LaplacePrior(c.z_dim)),
-    "student-t": Entry("student-t[:DF]", "independent Student-t(DF), heavy tails (DF=3)",
-                       _positive(3.0, "DF"), lambda df, c: StudentT(c.z_dim, df)),
-    "flow": Entry("flow[:L]", "N(0, I) through L masked autoregressive flow layers (L=4)", _count(4, "L"),
-                  lambda n, c: FlowPrior(c.z_dim, n)),
-}
-LIKELIHOODS: dict[str, Entry] = {
-    "bernoulli": Entry("bernoulli", "binary pixels (needs --binarization dynamic or static)", _no_argument,
-                       lambda a, c: Bernoulli()),
-    "continuous-bernoulli": Entry("continuous-bernoulli", "grey levels in [0, 1], normalized", _no_argument,
-                                  lambda a, c: ContinuousBernoulli()),
-    "gaussian": Entry("gaussian[:SCALE|learned]", "N(mu, SCALE^2) (SCALE=0.1), or a learned scale per pixel",
-                      _scale_or_learned(0.1), lambda s, c: Gaussian(s)),
-    "laplace": Entry("laplace[:SCALE|learned]", "Laplace(mu, SCALE) (SCALE=0.1), or a learned scale per pixel",
-                     _scale_or_learned(0.1), lambda s, c: Laplace(s)),
-    "beta": Entry("beta", "Beta(alpha, beta), values strictly inside (0, 1)", _no_argument, lambda a, c: Beta()),
-    "discretized-logistic": Entry("discretized-logistic", "probabilities of the 256 grey levels k/255",
-                                  _no_argument, lambda a, c: DiscretizedLogistic()),
-}
-
-
-def _guide_sizes(c: Context) -> tuple[int, int, tuple[int, ...], str]:
-    if c.x_dim is None:
-        raise ValueError("a posterior family needs x_dim")
-    return c.x_dim, c.z_dim, c.hidden, c.activation
-
-
-GUIDES: dict[str, Entry] = {
-    "diagonal": Entry("diagonal", "diagonal Gaussian q(z|x)", _no_argument,
-                      lambda a, c: DiagonalPosterior(*_guide_sizes(c))),
-    "full-cov": Entry("full-cov", "full-covariance Gaussian q(z|x) (learned Cholesky factor)", _no_argument,
-                      lambda a, c: FullCovariancePosterior(*_guide_sizes(c))),
-    "flow": Entry("flow[:L]", "diagonal Gaussian refined by L inverse autoregressive flow steps (L=4)",
-                  _count(4, "L"), lambda n, c: FlowPosterior(*_guide_sizes(c), num_flows=n)),
-}
-
-_REGISTRIES: dict[str, dict[str, Entry]] = {"prior": PRIORS, "likelihood": LIKELIHOODS, "guide": GUIDES}
-
-
-def known(kind: str) -> str:
-    """The spellings of one kind (``prior``, ``likelihood`` or ``guide``), one per line, with summaries."""
-    return "\n".join(f"  {e.usage:<26} {e.summary}" for e in _REGISTRIES[kind].values())
-
-
-def check_spec(kind: str, spec: str) -> tuple[Entry, Any]:
-    """Validate a spelling such as ``mog:10``.
-
-    :param kind: ``prior``, ``likelihood`` or ``guide``.
-    :returns: the registry entry and the parsed argument.
-    :raises ConfigError: for an unknown name (listing the known ones and the nearest) or a bad argument.
-    """
-    registry = _REGISTRIES[kind]
-    name, colon, arg = spec.partition(":")
-    if name not in registry:
-        near = difflib.get_close_matches(name, registry, n=1, cutoff=0.5)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        usages = ", ".join(e.usage for e in registry.values())
-        raise ConfigError(f"unknown {kind} {spec!r}{hint} Known {kind}s: {usages} (pvae.components.known({kind!r}) describes each)")
-    entry = registry[name]
-    try:
-        return entry, entry.parse(arg if colon else None)
-    except ValueError as err:
-        raise ConfigError(f"{kind} {spec!r} (spelled {entry.usage}): {err}") from err
+# MNIST, Fashion-MNIST and KMNIST each have ten classes.
+NUM_CLASSES = 10
 
 
 def build_prior(
@@ -216,12 +48,12 @@ def build_prior(
     z_dim: int,
     *,
     x_dim: int | None = None,
-    posterior: PosteriorFamily | None = None,
+    posterior: Any = None,
     init_data: Tensor | None = None,
 ) -> Prior:
     """A prior from its spelling, e.g. ``normal`` or ``mog:10``.
 
-    :param posterior: the guide's posterior family (needed by ``vamp``).
+    :param posterior: images -> q(z|x) over this prior's z (needed by ``vamp``, whose components it gives).
     :param init_data: training images ``(n, x_dim)``; ``vamp`` starts its pseudo-inputs at K of them.
     """
     entry, arg = check_spec("prior", spec)
@@ -240,60 +72,140 @@ def build_guide(spec: str, x_dim: int, z_dim: int, hidden: tuple[int, ...] = (20
     return entry.build(arg, Context(z_dim, x_dim, tuple(hidden), activation))
 
 
-def build_vae(
+def check_config(config: TrainConfig) -> None:
+    """Check that a configuration's names are known and fit together, before anything is built.
+
+    The field-by-field checks are :class:`~pvae.config.TrainConfig`'s own; these need the
+    registry: known prior, likelihood, guide and model names; a likelihood for binary pixels only
+    with binarized data; labels (``--labels``) only for ``m2``, and ``m2`` only with them; a
+    VampPrior only where the guide's posterior is q(z|x) (not q(z | x, y)).
+
+    :raises ConfigError: one line saying what to change.
+    """
+    for kind in ("prior", "likelihood", "guide"):
+        check_spec(kind, getattr(config, kind))
+    check_model(config.model)
+    if config.binarization == "none" and needs_binary(config.likelihood):
+        grey = [e.usage for name, e in LIKELIHOODS.items() if not needs_binary(name)]
+        raise ConfigError(
+            f"the {config.likelihood} likelihood needs binary pixels, but binarization is 'none'; "
+            f"use --binarization dynamic or static, or a likelihood for grey levels: {', '.join(grey)}"
+        )
+    if config.model == "m2" and config.labels is None:
+        raise ConfigError("model m2 learns from a few labelled images: give their number with --labels, e.g. --labels 100")
+    if config.model not in ("m2",) and not is_import_path(config.model) and config.labels is not None:
+        raise ConfigError(f"--labels picks the labelled images of model m2; model {config.model} "
+                          f"{'uses every label' if config.model == 'conditional' else 'uses no labels'}: drop --labels")
+    if config.labels is not None and config.labels % NUM_CLASSES:
+        raise ConfigError(f"--labels is drawn class-balanced, so it must be a multiple of the {NUM_CLASSES} classes; "
+                          f"got {config.labels} (e.g. {max(NUM_CLASSES, config.labels // NUM_CLASSES * NUM_CLASSES)})")
+    if config.prior.partition(":")[0] == "vamp" and config.model in ("conditional", "m2"):
+        raise ConfigError(f"the vamp prior mixes q(z|x) at pseudo-images, but model {config.model}'s guide is "
+                          "q(z | x, y); use another prior (e.g. mog:10)")
+    if config.model_args != "{}" and not is_import_path(config.model):
+        raise ConfigError(f"--model-args are the constructor arguments of a model of your own "
+                          f"(--model package.module:ClassName); model {config.model} takes its sizes from the other flags")
+    if config.objective != "trace" and config.model == "m2":
+        raise ConfigError(f"model m2 sums its latent label out by enumeration (TraceEnum_ELBO), which the objective "
+                          f"{config.objective} cannot do; use --objective trace")
+    if config.objective == "meanfield" and config.model == "hierarchical":
+        raise ConfigError("objective 'meanfield' (TraceMeanField_ELBO) needs a mean-field guide, but the hierarchical "
+                          "guide q(z1|x) q(z2|z1) makes z2 depend on z1; use --objective trace or iwae:K")
+    iwae_particles(config.objective)
+
+
+def import_model_class(path: str) -> type[nn.Module]:
+    """The class ``package.module:ClassName`` names, checked to be a module with ``model`` and ``guide``.
+
+    :raises ConfigError: when it cannot be imported or is not such a class (one line, with the fix).
+    """
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"cannot import {module_name!r} for --model {path} ({err}); put its folder on "
+                          "PYTHONPATH or install it") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"module {module_name!r} has no {class_name!r} (for --model {path})")
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        raise ConfigError(f"--model {path} must name a torch.nn.Module class (e.g. a PyroModule), got {cls!r}")
+    missing = [name for name in ("model", "guide") if not callable(getattr(cls, name, None))]
+    if missing:
+        raise ConfigError(f"{path} lacks {' and '.join(missing)}: a pvae model has model(x, ...) and guide(x, ...) "
+                          "methods (see pvae.protocol)")
+    return cls
+
+
+def build_model(
     config: TrainConfig,
     x_dim: int,
     num_data: int,
     mean_image: Tensor | None = None,
     *,
     init_data: Tensor | None = None,
-) -> VAE:
-    """The VAE a configuration describes.
+) -> GraphicalModel:
+    """The graphical model a configuration describes (its ``model`` family, or a class of your own).
 
     :param x_dim: pixels per image; :param num_data: N, the training-set size.
     :param mean_image: mean training image ``(x_dim,)``; when given, the decoder's output bias
-        starts at the likelihood's :meth:`initial_bias` of it.
+        starts at the likelihood's :meth:`initial_bias` of it (pvae's own families).
     :param init_data: training images ``(n, x_dim)`` for data-dependent starting values (the VampPrior's
         pseudo-inputs); without them such parameters start from noise. Loading a checkpoint
         overwrites them either way.
+    :raises ConfigError: for names that do not fit (see :func:`check_config`) or a class of your
+        own that cannot be built from ``model_args``.
     """
-    likelihood = build_likelihood(config.likelihood)
-    # The guide first: a VampPrior is built on it.
-    posterior = build_guide(config.guide, x_dim, config.z_dim, config.hidden, config.activation)
-    prior = build_prior(config.prior, config.z_dim, x_dim=x_dim, posterior=posterior, init_data=init_data)
-    vae = VAE(
-        x_dim,
-        config.z_dim,
-        prior=prior,
-        likelihood=likelihood,
-        posterior=posterior,
-        hidden=config.hidden,
-        activation=config.activation,
-        num_data=num_data,
-    )
-    if mean_image is not None:
-        set_output_bias(vae.decoder, likelihood.initial_bias(mean_image).to(vae.decoder[-1].bias))
-    return vae
-
-
-def check_analytic_kl(vae: VAE, x: Tensor, guide: str = "this guide", prior: str = "this prior") -> None:
-    """Refuse, before training, a (guide, prior) pair without a closed-form KL(q(z|x) || p(z)).
-
-    ``TraceMeanField_ELBO`` would otherwise fall back to Monte Carlo without a word. The test is
-    ``torch.distributions.kl_divergence`` on the two distributions for the images ``x`` ``(n, x_dim)``.
-
-    :param guide: :param prior: their spellings, for the message.
-    :raises ConfigError: when there is no closed form.
-    """
-    with torch.no_grad():
-        q = vae.posterior(x)
-        p = vae.prior().expand(q.batch_shape)
+    check_config(config)
+    if is_import_path(config.model):
+        cls = import_model_class(config.model)
+        kwargs = model_arguments(config.model_args)
         try:
-            kl_divergence(q, p)
-        except NotImplementedError:
-            raise ConfigError(
-                f"objective 'meanfield' (TraceMeanField_ELBO) needs KL(q(z|x) || p(z)) in closed form, and the "
-                f"pair (guide {guide}, prior {prior}) has none; use --objective trace (Monte-Carlo KL), or a "
-                "closed-form pair: guide diagonal with prior normal, diagonal or laplace; guide full-cov with prior "
-                "normal or diagonal"
-            ) from None
+            model = cls(x_dim=x_dim, num_data=num_data, **kwargs)
+        except TypeError as err:
+            raise ConfigError(f"cannot build {config.model} with x_dim, num_data and --model-args {config.model_args} "
+                              f"({err})") from None
+        for name in ("x_dim", "num_data"):
+            if not hasattr(model, name):
+                raise ConfigError(f"{config.model} must keep its constructor's {name} as an attribute (see pvae.protocol)")
+        label_mode(model)
+        return model  # type: ignore[return-value]
+    likelihood = build_likelihood(config.likelihood)
+    sizes = (config.hidden, config.activation)
+    model: Any
+    if config.model == "hierarchical":
+        # The guide first: a VampPrior over z2 mixes the guide's two layers at its pseudo-inputs.
+        q1 = build_guide(config.guide, x_dim, config.z1_dim, *sizes)
+        q2 = build_guide(config.guide, config.z1_dim, config.z_dim, config.top_hidden, config.activation)
+        prior = build_prior(config.prior, config.z_dim, x_dim=x_dim, posterior=TopLayerPosterior(q1, q2),
+                            init_data=init_data)
+        model = TwoLayerVAE(x_dim, config.z1_dim, config.z_dim, prior=prior, likelihood=likelihood, posterior=q1,
+                            top_posterior=q2, hidden=config.hidden, top_hidden=config.top_hidden,
+                            activation=config.activation, num_data=num_data)
+    elif config.model in ("conditional", "m2"):
+        # q(z | x, y) reads the image and the one-hot label.
+        posterior = build_guide(config.guide, x_dim + NUM_CLASSES, config.z_dim, *sizes)
+        prior = build_prior(config.prior, config.z_dim)
+        common = dict(prior=prior, likelihood=likelihood, posterior=posterior, hidden=config.hidden,
+                      activation=config.activation, num_data=num_data)
+        if config.model == "conditional":
+            model = ConditionalVAE(x_dim, config.z_dim, NUM_CLASSES, **common)
+        else:
+            model = SemiSupervisedVAE(x_dim, config.z_dim, NUM_CLASSES, num_labelled=config.labels,
+                                      aux_weight=config.aux_weight, **common)
+    else:
+        # The guide first: a VampPrior is built on it.
+        posterior = build_guide(config.guide, x_dim, config.z_dim, *sizes)
+        prior = build_prior(config.prior, config.z_dim, x_dim=x_dim, posterior=posterior, init_data=init_data)
+        model = VAE(x_dim, config.z_dim, prior=prior, likelihood=likelihood, posterior=posterior,
+                    hidden=config.hidden, activation=config.activation, num_data=num_data)
+    if mean_image is not None:
+        set_output_bias(model.decoder, likelihood.initial_bias(mean_image).to(model.decoder[-1].bias))
+    return model
+
+
+def build_vae(
+    config: TrainConfig, x_dim: int, num_data: int, mean_image: Tensor | None = None, *, init_data: Tensor | None = None
+) -> GraphicalModel:
+    """:func:`build_model` under its earlier name (every family, not only the VAE)."""
+    return build_model(config, x_dim, num_data, mean_image, init_data=init_data)

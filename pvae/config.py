@@ -1,7 +1,9 @@
 """The run configuration: one frozen dataclass, saved as ``config.json`` beside every checkpoint.
 
 Every field is a command-line flag of ``pvae train`` (``z_dim`` -> ``--z-dim``); ``__post_init__``
-only validates.
+only validates each field's form. Whether the names (``--prior``, ``--model``, ...) are known and
+fit together is checked by :func:`pvae.components.check_config`, which :func:`pvae.train` calls
+before it writes anything: this module imports no registry.
 """
 
 from __future__ import annotations
@@ -14,18 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pvae.data import BINARIZATIONS, DATASETS
+from pvae.errors import ConfigError
 from pvae.networks import ACTIVATIONS
 
-__all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "ConfigError", "iwae_particles"]
+__all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "ConfigError", "iwae_particles", "model_arguments"]
 
 OBJECTIVES: tuple[str, ...] = ("trace", "meanfield", "iwae:K")
 ENGINES: tuple[str, ...] = ("auto", "jit", "eager")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of range or unknown."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,20 @@ class TrainConfig:
         ``seed``) or ``none`` (grey levels).
     :param val_size: training images held out for validation (the last ones of the training file).
     :param train_size: train on the first ``train_size`` remaining images; ``None``: all of them.
-    :param z_dim: m, the latent dimension.
+    :param model: the graphical model: ``vae`` (z -> x), ``hierarchical`` (z2 -> z1 -> x),
+        ``conditional`` (p(z) p(x | z, y), y observed), ``m2`` (semi-supervised, Kingma et al. 2014),
+        or a class of your own as ``package.module:ClassName`` (see :mod:`pvae.protocol`).
+    :param model_args: for a class of your own, its constructor arguments as a JSON object, e.g.
+        ``{"z_dim": 8}``; pvae adds ``x_dim`` and ``num_data``.
+    :param z_dim: m, the latent dimension of the prior's variable (for ``hierarchical``, the top
+        layer z2).
+    :param z1_dim: units of z1, the layer next to x, in the ``hierarchical`` model.
     :param hidden: hidden layer widths of the encoder (the decoder mirrors them).
+    :param top_hidden: widths of the networks between z1 and z2 in the ``hierarchical`` model.
+    :param labels: for ``m2``: how many training images keep their label, drawn class-balanced.
+    :param label_seed: seeds which images keep their label (``m2``), independently of ``seed``.
+    :param aux_weight: for ``m2``: alpha / N, the weight of the classification term log q(y|x) on
+        labelled images (Kingma et al. 2014, eq. 9, use alpha = 0.1 N).
     :param activation: hidden-layer nonlinearity.
     :param prior: p(z) as name[:argument]: normal, diagonal, mog[:K], vamp[:K], laplace, student-t[:DF]
         or flow[:L] (:data:`pvae.components.PRIORS` says what each is).
@@ -67,7 +78,7 @@ class TrainConfig:
     >>> TrainConfig(z_dim=0)
     Traceback (most recent call last):
     ...
-    pvae.config.ConfigError: z_dim must be an integer >= 1, got 0
+    pvae.errors.ConfigError: z_dim must be an integer >= 1, got 0
     """
 
     dataset: str = "mnist"
@@ -75,8 +86,15 @@ class TrainConfig:
     binarization: str = "dynamic"
     val_size: int = 10_000
     train_size: int | None = None
+    model: str = "vae"
+    model_args: str = "{}"
     z_dim: int = 50
+    z1_dim: int = 100
     hidden: tuple[int, ...] = (200, 200)
+    top_hidden: tuple[int, ...] = (100, 100)
+    labels: int | None = None
+    label_seed: int = 0
+    aux_weight: float = 0.1
     activation: str = "tanh"
     prior: str = "normal"
     likelihood: str = "bernoulli"
@@ -101,11 +119,17 @@ class TrainConfig:
         _choice("engine", self.engine, ENGINES)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("device", self.device, DEVICES)
-        from pvae.components import LIKELIHOODS, build_likelihood, check_spec
-
-        for kind in ("prior", "likelihood", "guide"):
-            check_spec(kind, getattr(self, kind))
+        for kind in ("model", "prior", "likelihood", "guide"):
+            if not isinstance(getattr(self, kind), str) or not getattr(self, kind):
+                raise ConfigError(f"{kind} must be a name such as {TrainConfig.__dataclass_fields__[kind].default!r}, "
+                                  f"got {getattr(self, kind)!r}")
+        model_arguments(self.model_args)
         _at_least("z_dim", self.z_dim, 1)
+        _at_least("z1_dim", self.z1_dim, 1)
+        if self.labels is not None:
+            _at_least("labels", self.labels, 1)
+        if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
+            raise ConfigError(f"aux_weight must be a number >= 0, e.g. 0.1; got {self.aux_weight}")
         _at_least("num_particles", self.num_particles, 1)
         if iwae_particles(self.objective) is not None and self.num_particles != 1:
             raise ConfigError(
@@ -117,23 +141,19 @@ class TrainConfig:
         _at_least("val_size", self.val_size, 0)
         if self.train_size is not None:
             _at_least("train_size", self.train_size, 1)
-        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden must be one or more positive layer widths, e.g. 200 200; got {self.hidden}")
+        for name in ("hidden", "top_hidden"):
+            widths = getattr(self, name)
+            if not widths or any(not isinstance(h, int) or h < 1 for h in widths):
+                raise ConfigError(f"{name} must be one or more positive layer widths, e.g. 200 200; got {widths}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive learning rate, e.g. 1e-3; got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], e.g. 0.95; got {self.lr_decay}")
-        if self.binarization == "none" and build_likelihood(self.likelihood).needs_binary:
-            grey = [e.usage for name, e in LIKELIHOODS.items() if not build_likelihood(name).needs_binary]
-            raise ConfigError(
-                f"the {self.likelihood} likelihood needs binary pixels, but binarization is 'none'; "
-                f"use --binarization dynamic or static, or a likelihood for grey levels: {', '.join(grey)}"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``hidden`` as a list)."""
         d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
+        d["hidden"], d["top_hidden"] = list(self.hidden), list(self.top_hidden)
         return d
 
     @classmethod
@@ -144,12 +164,27 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}; expected a subset of {sorted(names)}")
         d = dict(d)
-        if "hidden" in d:
-            d["hidden"] = tuple(d["hidden"])
+        for name in ("hidden", "top_hidden"):
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def model_arguments(text: str) -> dict[str, Any]:
+    """The constructor arguments ``model_args`` spells, a JSON object such as ``{"z_dim": 8}``.
+
+    :raises ConfigError: when the text is not a JSON object with string keys.
+    """
+    try:
+        value = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"model_args must be a JSON object such as '{{\"z_dim\": 8}}', got {text!r} ({err})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"model_args must be a JSON object such as '{{\"z_dim\": 8}}', got {text!r}")
+    return value
 
 
 def iwae_particles(objective: str) -> int | None:

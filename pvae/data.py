@@ -228,3 +228,34 @@ def binarize(x: Tensor, seed: int) -> Tensor:
 def fixed_eval_set(x: Tensor, binarization: str) -> Tensor:
     """The evaluation version of a split: binarized once with a fixed seed unless ``binarization`` is ``none``."""
     return x if binarization == "none" else binarize(x, EVAL_BINARIZATION_SEED)
+
+
+def labelled_subset(labels: Tensor, num_labelled: int, seed: int, num_classes: int = 10) -> Tensor:
+    """Indices of ``num_labelled`` images, the same number of each class, drawn with ``seed``.
+
+    The semi-supervised setting of Kingma et al. (2014): of the training images, a class-balanced
+    few keep their label and the rest are used unlabelled.
+
+    :param labels: classes of the training images ``(N,)``.
+    :returns: sorted indices ``(num_labelled,)`` on the labels' device.
+    :raises ValueError: when ``num_labelled`` is not a multiple of ``num_classes``, exceeds the
+        training set, or asks more of one class than it has.
+    """
+    n = labels.shape[0]
+    if num_labelled % num_classes or num_labelled < num_classes:
+        raise ValueError(f"--labels is drawn class-balanced: expected a positive multiple of the {num_classes} "
+                         f"classes, got {num_labelled}")
+    if num_labelled >= n:
+        raise ValueError(f"--labels {num_labelled} leaves no unlabelled image among the {n} training images; "
+                         f"use fewer labels or a larger --train-size")
+    per_class = num_labelled // num_classes
+    gen = torch.Generator().manual_seed(seed)
+    cpu = labels.cpu()
+    chosen = []
+    for c in range(num_classes):
+        members = (cpu == c).nonzero().squeeze(-1)
+        if len(members) < per_class:
+            raise ValueError(f"--labels {num_labelled} asks {per_class} images of class {c}, but the training set "
+                             f"has {len(members)}; use fewer labels or a larger --train-size")
+        chosen.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    return torch.cat(chosen).sort().values.to(labels.device)

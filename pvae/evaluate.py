@@ -1,12 +1,16 @@
-"""Per-image ELBO of a trained VAE and its two parts, and the ``evaluate`` step of a run folder.
+"""Per-image ELBO of a trained model and its parts per latent site, and the ``evaluate`` step of a
+run folder, for any graphical model (read from its traces).
 
 .. math::
 
-    \\mathrm{ELBO}(x) = \\underbrace{E_{q(z|x)}[\\log p(x|z)]}_{\\text{reconstruction}}
-                      - \\underbrace{KL(q(z|x) \\,\\|\\, p(z))}_{\\text{kl}}
+    \\mathrm{ELBO}(x) = \\underbrace{E_q[\\log p(x \\mid \\ldots)]}_{\\text{reconstruction}}
+        - \\sum_{s \\,\\in\\, \\text{latent sites}} \\underbrace{E_q[\\log q(s \\mid \\ldots) - \\log p(s \\mid \\ldots)]}_{\\text{kl of site } s}
 
-The KL term is computed in closed form when Pyro/PyTorch know it for the (guide, prior) pair and by
-Monte Carlo from the same draws otherwise.
+For the VAE the one latent site is z and its term is KL(q(z|x) || p(z)); for two layers each
+layer has its term. A site's term is computed in closed form when the model draws it from no other
+latent (a root of the model's graph, such as p(z) or p(z2)) and Pyro/PyTorch know KL(q || p) for the
+pair, and by Monte Carlo from the same draws otherwise. A discrete latent of the guide (M2's label)
+is enumerated: every term is averaged over its values with the weights q(y|x), exactly.
 """
 
 from __future__ import annotations
@@ -16,64 +20,147 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
+from pyro.infer.inspect import get_model_relations
 from torch import Tensor
 from torch.distributions import kl_divergence
 
 from pvae.checkpoint import atomic_write_text
-from pvae.importance import DEFAULT_CHUNK_SIZE, active_units, importance_estimate
-from pvae.data import EVAL_BINARIZATION_SEED, check_images, fixed_eval_set, load_data
-from pvae.model import VAE
-from pvae.runs import EVALUATION, PER_IMAGE, forked_rng, load_run, rebuild_model, resolve_device
+from pvae.data import EVAL_BINARIZATION_SEED, check_images, fixed_eval_set
+from pvae.devices import forked_rng, resolve_device
+from pvae.importance import DEFAULT_CHUNK_SIZE, importance_estimate, latent_activity
+from pvae.protocol import GraphicalModel, label_mode
+from pvae.runs import EVALUATION, PER_IMAGE, open_run
+from pvae.traces import (
+    enumerated_sites,
+    is_discrete,
+    label_site,
+    latent_sites,
+    observed_sites,
+    per_image,
+    site_log_prob,
+    trace_pair,
+)
 
-__all__ = ["ElboTerms", "elbo_terms", "evaluate_run", "format_table", "PER_IMAGE", "PER_IMAGE_FIELDS"]
+__all__ = [
+    "ElboTerms",
+    "elbo_terms",
+    "classify",
+    "evaluate_run",
+    "format_table",
+    "PER_IMAGE",
+    "PER_IMAGE_FIELDS",
+]
 
 PER_IMAGE_FIELDS = ("index", "label", "elbo", "log_px", "kl_gap", "ess", "pareto_k")
 
 
 @dataclass(frozen=True)
 class ElboTerms:
-    """Per-image estimates, each ``(N,)``, in nats: ``elbo = reconstruction - kl`` (higher is better)."""
+    """Per-image estimates, each ``(N,)``, in nats: ``elbo = reconstruction - kl`` (higher is better).
+
+    :ivar reconstruction: E_q of the observed sites' log-density (log p(x | ...)).
+    :ivar kl: the sum of the latent sites' terms; :ivar kl_by_site: each site's term, in program order.
+    :ivar analytic_by_site: whether each site's term is exact (closed form, or summed by enumeration).
+    """
 
     elbo: Tensor
     reconstruction: Tensor
     kl: Tensor
     kl_is_analytic: bool
+    kl_by_site: dict[str, Tensor] = field(default_factory=dict)
+    analytic_by_site: dict[str, bool] = field(default_factory=dict)
+
+
+def _root_sites(model: GraphicalModel, x: Tensor, args: tuple[Any, ...]) -> set[str]:
+    """Latent sites the model draws from no other latent (their KL may be taken in closed form)."""
+    relations = get_model_relations(model.model, (x, *args))
+    return {name for name, parents in relations["sample_sample"].items() if not parents}
 
 
 @torch.no_grad()
-def elbo_terms(vae: VAE, x: Tensor, *, num_samples: int = 1, batch_size: int = 1000) -> ElboTerms:
-    """Estimate ELBO(x), E_q[log p(x|z)] and KL(q(z|x) || p(z)) image by image.
+def elbo_terms(
+    model: GraphicalModel, x: Tensor, *args: Tensor, num_samples: int = 1, batch_size: int = 1000
+) -> ElboTerms:
+    """Estimate ELBO(x), its reconstruction term and each latent site's KL term, image by image.
 
-    :param x: images ``(N, x_dim)``.
-    :param num_samples: draws of z ~ q(z|x) per image, averaged.
+    :param x: images ``(N, x_dim)``; :param args: per-image tensors model and guide take besides
+        (a class-conditional model's labels ``(N,)``).
+    :param num_samples: draws of the continuous latents per image, averaged.
     :param batch_size: images per chunk (memory is ``O(batch_size * num_samples * x_dim)``).
     :returns: per-image terms, unaffected by the plate's minibatch scale.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    check_images(x, vae.x_dim)
-    recon, kl, analytic = [], [], True
+    check_images(x, model.x_dim)
+    for a in args:
+        if a.shape[:1] != x.shape[:1]:
+            raise ValueError(f"expected one label per image, shape ({x.shape[0]},), got {tuple(a.shape)}")
+    roots = _root_sites(model, x[:2], tuple(a[:2] for a in args))
+    recon: list[Tensor] = []
+    kls: dict[str, list[Tensor]] = {}
+    analytic: dict[str, bool] = {}
+    for first in range(0, x.shape[0], batch_size):
+        xb = x[first : first + batch_size]
+        argsb = tuple(a[first : first + batch_size] for a in args)
+        guide_tr, model_tr, ndim = trace_pair(model.model, model.guide, xb, *argsb, num_particles=num_samples,
+                                              enumerate_discrete=True)
+        summed = enumerated_sites(guide_tr)
+        # The weight of each enumerated value (of every combination, for several): prod q(y|x).
+        log_weight: Tensor | float = 0.0
+        for name in summed:
+            log_weight = log_weight + site_log_prob(guide_tr.nodes[name], "guide", ndim, enumerated=True)
+
+        def expect(term: Tensor) -> Tensor:
+            if summed:
+                assert isinstance(log_weight, Tensor)
+                full = torch.broadcast_shapes(term.shape, log_weight.shape)
+                term = (log_weight.exp().expand(full) * term.expand(full)).reshape(-1, *full[-2:]).sum(0)
+            return term.mean(0)  # over the draws of the continuous latents
+
+        recon.append(expect(sum(site_log_prob(model_tr.nodes[n], "model", ndim, enumerated=bool(summed))
+                                for n in observed_sites(model_tr))))  # type: ignore[arg-type]
+        for name in latent_sites(model_tr):
+            q_site, p_site = guide_tr.nodes[name], model_tr.nodes[name]
+            term, exact = None, name in summed
+            if not exact and name in roots:
+                try:
+                    term = per_image(kl_divergence(q_site["fn"], p_site["fn"]), q_site, ndim, enumerated=bool(summed))
+                    exact = True
+                except NotImplementedError:
+                    term = None
+            if term is None:
+                term = (site_log_prob(q_site, "guide", ndim, enumerated=bool(summed))
+                        - site_log_prob(p_site, "model", ndim, enumerated=bool(summed)))
+            kls.setdefault(name, []).append(expect(term))
+            analytic[name] = analytic.get(name, True) and exact
+    reconstruction = torch.cat(recon)
+    kl_by_site = {name: torch.cat(parts) for name, parts in kls.items()}
+    kl = sum(kl_by_site.values(), torch.zeros_like(reconstruction))
+    return ElboTerms(reconstruction - kl, reconstruction, kl, all(analytic.values()), kl_by_site, analytic)
+
+
+@torch.no_grad()
+def classify(model: GraphicalModel, x: Tensor, site: str, *, batch_size: int = 1000) -> Tensor:
+    """The guide's most probable class of each image, argmax q(y|x), read from its site ``site``.
+
+    :param x: images ``(N, x_dim)``; :param site: the label's site name (:func:`pvae.traces.label_site`).
+    :returns: ``(N,)`` integer classes.
+    """
+    from pyro import poutine
+
+    predicted = []
     for xb in x.split(batch_size):
-        # The particles plate sits left of the data plate, so every image gets num_samples draws.
-        with pyro.plate("particles", num_samples, dim=-2):
-            guide_tr = poutine.trace(vae.guide).get_trace(xb)
-            model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(xb)
-        q_z, p_z, z = guide_tr.nodes["z"]["fn"], model_tr.nodes["z"]["fn"], guide_tr.nodes["z"]["value"]
-        recon.append(model_tr.nodes["x"]["fn"].log_prob(xb).mean(0))
-        try:
-            kl.append(kl_divergence(q_z, p_z).mean(0))
-        except NotImplementedError:
-            analytic = False
-            kl.append((q_z.log_prob(z) - p_z.log_prob(z)).mean(0))
-    reconstruction, kl_t = torch.cat(recon), torch.cat(kl)
-    return ElboTerms(reconstruction - kl_t, reconstruction, kl_t, analytic)
+        trace = poutine.trace(model.guide).get_trace(xb)
+        if site not in trace.nodes or not is_discrete(trace.nodes[site]):
+            raise ValueError(f"the guide has no discrete site {site!r} to classify with")
+        predicted.append(trace.nodes[site]["fn"].probs.argmax(-1).reshape(xb.shape[0]))
+    return torch.cat(predicted)
 
 
 def evaluate_run(
@@ -91,8 +178,8 @@ def evaluate_run(
 
     :param split: ``test`` or ``val``; images are binarized once with a fixed seed (unless the run
         used ``binarization none``), so every run is measured on the same images.
-    :param num_samples: draws of z per image for the reconstruction term (and the KL when it has
-        no closed form).
+    :param num_samples: draws of the latents per image for the reconstruction term (and each KL
+        term without a closed form).
     :param data_dir: where the data is, when not where the run found it.
     :param num_samples_log_px: K; when given, also estimate log p(x) of every image by importance
         sampling with K draws of the guide (:func:`pvae.importance.importance_estimate`) and write
@@ -117,51 +204,64 @@ def evaluate_run(
     # of z use the global generators; forked_rng gives them back to the caller as they were.
     with forked_rng(dev):
         torch.manual_seed(seed)
-        config, state = load_run(run_dir, map_location=dev)
-        vae = rebuild_model(config, state, dev)
-        data = load_data(
-            config.dataset, data_dir if data_dir is not None else config.data_dir,
-            val_size=config.val_size, train_size=config.train_size, device=dev,
-        )
+        run = open_run(run_dir, device=dev, data_dir=data_dir)
+        config, model, data = run.config, run.model, run.data
         x = fixed_eval_set(data.test if split == "test" else data.val, config.binarization)
+        labels = data.test_labels if split == "test" else data.val_labels
         if len(x) == 0:
             raise ValueError(f"the {split} split of this run is empty (val_size=0); evaluate on --split test")
-        vae.likelihood.check_support(x)
+        mode = label_mode(model)
+        # A class-conditional model is given each image's label; M2 sums its latent label out.
+        args = (labels,) if mode == "observed" else ()
+        from pvae.traces import check_data_support
+
+        check_data_support(model, x, *args)
         tic = time.perf_counter()
-        terms = elbo_terms(vae, x, num_samples=num_samples)
+        terms = elbo_terms(model, x, *args, num_samples=num_samples)
         result: dict[str, Any] = {
             "split": split,
             "dataset": config.dataset,
+            "model": config.model,
             "binarization": config.binarization,
             # the evaluation images are one fixed Bernoulli draw, the same for every run
             "eval_binarization_seed": None if config.binarization == "none" else EVAL_BINARIZATION_SEED,
             "num_images": len(x),
             "elbo": terms.elbo.mean().item(),
-            "elbo_stderr": (terms.elbo.std() / math.sqrt(len(x))).item(),
+            "elbo_stderr": (terms.elbo.std() / math.sqrt(len(x))).item() if len(x) > 1 else 0.0,
             "reconstruction": terms.reconstruction.mean().item(),
             "kl": terms.kl.mean().item(),
             "kl_analytic": terms.kl_is_analytic,
+            "kl_by_site": {name: kl.mean().item() for name, kl in terms.kl_by_site.items()},
+            "kl_analytic_by_site": terms.analytic_by_site,
+            "conditioned_on_label": mode == "observed",
             "elbo_samples": num_samples,
             "seed": seed,
-            "epoch": int(state["epoch"]),
+            "epoch": int(run.state["epoch"]),
             "seconds": time.perf_counter() - tic,
         }
+        site = label_site(model, x[:2], labels[:2]) if mode != "none" else None
+        if site is not None:
+            predicted = classify(model, x, site)
+            result["classification_error"] = (predicted != labels).double().mean().item()
         if num_samples_log_px is not None:
-            labels = data.test_labels if split == "test" else data.val_labels
-            result.update(_log_px_evaluation(vae, x, labels, num_samples_log_px, chunk_size, run_dir / PER_IMAGE))
+            result.update(_log_px_evaluation(model, x, labels, args, num_samples_log_px, chunk_size,
+                                             run_dir / PER_IMAGE))
     atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=2))
     return result
 
 
 def _log_px_evaluation(
-    vae: VAE, x: Tensor, labels: Tensor, num_samples: int, chunk_size: int, csv_path: Path
+    model: GraphicalModel, x: Tensor, labels: Tensor, args: tuple[Tensor, ...], num_samples: int, chunk_size: int,
+    csv_path: Path,
 ) -> dict[str, Any]:
-    """log p(x) by importance sampling, its diagnostics, and the per-image table at ``csv_path``."""
+    """log p(x) (log p(x | y) given labels) by importance sampling, its diagnostics, and the
+    per-image table at ``csv_path``."""
     tic = time.perf_counter()
     # The data's support was checked above; Pyro's validation would re-check every chunk's decoder
     # output, a full extra pass over the largest tensor, and find nothing new.
     with pyro.validation_enabled(False):
-        est = importance_estimate(vae.model, vae.guide, x, num_samples=num_samples, chunk_size=chunk_size, pareto_k=True)
+        est = importance_estimate(model.model, model.guide, x, *args, num_samples=num_samples, chunk_size=chunk_size,
+                                  pareto_k=True)
     seconds = time.perf_counter() - tic
     assert est.pareto_k is not None
     gap, n = est.kl_gap, len(x)
@@ -172,6 +272,7 @@ def _log_px_evaluation(
     writer.writerow(PER_IMAGE_FIELDS)
     writer.writerows([i, label, *(f"{v:.6f}" for v in values)] for i, label, *values in rows)
     atomic_write_text(csv_path, buf.getvalue())
+    by_site = _active_units(model, x, args) if n > 1 else {}
     return {
         "log_px": est.log_px_mean,
         "log_px_stderr": est.log_px_stderr,
@@ -182,27 +283,42 @@ def _log_px_evaluation(
         "ess_mean": est.ess.mean().item(),
         "pareto_k_mean": est.pareto_k.mean().item(),
         "pareto_k_above_0_7": (est.pareto_k > 0.7).double().mean().item(),
-        "active_units": active_units(vae.guide, x) if n > 1 else None,
+        "active_units": sum(by_site.values()) if by_site else None,
+        "active_units_by_site": by_site,
         "log_px_seconds": seconds,
     }
 
 
+def _active_units(model: GraphicalModel, x: Tensor, args: tuple[Tensor, ...], threshold: float = 0.01) -> dict[str, int]:
+    """Active units of every continuous latent site (Burda et al. 2016: Cov_x E_q[u] > 0.01)."""
+    _, model_trace, _ = trace_pair(model.model, model.guide, x[:2], *(a[:2] for a in args), enumerate_discrete=False)
+    sites = [n for n in latent_sites(model_trace) if not is_discrete(model_trace.nodes[n])]
+    return {name: int((latent_activity(model.guide, x, *args, site=name) > threshold).sum()) for name in sites}
+
+
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table of an evaluation, in nats per image."""
+    given = " | y" if result.get("conditioned_on_label") else ""
     rows = [
         ("ELBO (higher is better)", f"{result['elbo']:.3f} ± {result['elbo_stderr']:.3f}"),
-        ("  E_q[log p(x|z)]", f"{result['reconstruction']:.3f}"),
-        ("  KL(q(z|x) || p(z))" + (" (analytic)" if result["kl_analytic"] else " (Monte Carlo)"), f"{result['kl']:.3f}"),
+        (f"  E_q[log p(x{given} | latents)]", f"{result['reconstruction']:.3f}"),
     ]
+    analytic = result.get("kl_analytic_by_site", {})
+    for name, kl in result.get("kl_by_site", {"z": result["kl"]}).items():
+        how = "exact" if analytic.get(name, result["kl_analytic"]) else "Monte Carlo"
+        rows.append((f"  KL term of {name} ({how})", f"{kl:.3f}"))
+    if "classification_error" in result:
+        rows.append(("classification error of q(y|x)", f"{100 * result['classification_error']:.2f}%"))
     if "log_px" in result:
         k = result["num_samples"]
         rows += [
-            (f"log p(x), importance sampling, K={k}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f}"),
+            (f"log p(x{given}), importance sampling, K={k}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f}"),
             (f"  ELBO from the same {k} draws", f"{result['elbo_is']:.3f}"),
             ("  KL(q(z|x) || p(z|x)) = log p(x) - ELBO", f"{result['kl_gap']:.3f} ± {result['kl_gap_stderr']:.3f}"),
             ("  effective sample size (mean)", f"{result['ess_mean']:.1f} of {k}"),
             ("  Pareto k-hat (mean; share > 0.7)", f"{result['pareto_k_mean']:.2f}; {result['pareto_k_above_0_7']:.1%}"),
-            ("active units (Cov_x E_q[z] > 0.01)", f"{result['active_units']}"),
+            ("active units (Cov_x E_q[u] > 0.01)",
+             ", ".join(f"{n}: {c}" for n, c in result.get("active_units_by_site", {}).items()) or "n/a"),
             ("seconds for log p(x)", f"{result['log_px_seconds']:.1f}"),
         ]
     seed = result["eval_binarization_seed"]

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from pvae.components import build_vae
 from pvae.config import TrainConfig
-from pvae.model import VAE
+from pvae.models import VAE
 from pvae.plots import DPI
 
 if TYPE_CHECKING:

@@ -28,13 +28,12 @@ from typing import Any, NamedTuple
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine import Trace
-from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from pvae.guides import central_value
+from pvae.traces import enumerated_sites, flatten_enum, sample_sites, site_log_prob, sum_sites, trace_pair
 
 __all__ = [
     "ImportanceEstimate",
@@ -52,7 +51,6 @@ __all__ = [
 # stay in a CPU's last-level cache, which made the estimator twice as fast as with 32768 on a 32 MB-L3
 # CPU (bench/log_px_speed.py), while Pyro's overhead per pass stays a few percent. A GPU wants more.
 DEFAULT_CHUNK_SIZE = 4096
-_PARTICLES = "_importance_particles"
 
 
 class LogWeights(NamedTuple):
@@ -74,6 +72,7 @@ def log_importance_weights(
     data_plate: str = "data",
     max_plate_nesting: int = 1,
     dtype: torch.dtype | None = None,
+    enumerate_discrete: bool = True,
     **kwargs: Any,
 ) -> LogWeights:
     """log w_ik = log p(x_i, z_ik) - log q(z_ik | x_i) for z_ik ~ q(z | x_i), one draw per particle.
@@ -90,78 +89,41 @@ def log_importance_weights(
         the particles take the dimension ``-(max_plate_nesting + 1)``.
     :param dtype: the dtype of the returned weights (each site's sum is cast before adding them);
         ``None``: the model's.
+    :param enumerate_discrete: sum the guide's discrete latent sites (a label y, say) out exactly:
+        each particle's weight is then :math:`\\sum_y p(x, y, z_y) / q(z_y | x, y)` with one draw z_y
+        per value, an unbiased estimate of p(x) whose y-part has no sampling noise. ``False``: draw
+        them from the guide like every other latent (their q(y|x) then enters the weight).
     :returns: ``log_weights`` of shape ``(num_particles, batch)``, from full, per-image log-densities
         (not multiplied by the N / B of a subsampled plate), that ``scale``, and the two traces.
     """
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    if max_plate_nesting < 1:
-        raise ValueError(f"max_plate_nesting must be >= 1 (the data plate), got {max_plate_nesting}")
-    ndim = max_plate_nesting + 1
-    try:
-        with pyro.plate(_PARTICLES, num_particles, dim=-ndim):
-            guide_trace = poutine.trace(guide).get_trace(x, *args, **kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *args, **kwargs)
-    except ValueError as err:
-        if _PARTICLES not in str(err):
-            raise
-        raise ValueError(
-            f"a plate of the model or guide wants the particles' dim {-ndim}: they nest more plates than "
-            f"max_plate_nesting={max_plate_nesting}; pass max_plate_nesting={max_plate_nesting + 1} or more ({err})"
-        ) from err
-    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
-
-    log_w: Tensor | float = 0.0
+    paired = trace_pair(model, guide, x, *args, num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                        enumerate_discrete=enumerate_discrete, **kwargs)
+    guide_trace, model_trace, ndim = paired
+    summed = set(enumerated_sites(guide_trace))
+    log_probs: list[Tensor] = []
     scales: dict[str, float] = {}
     for role, trace, sign in (("model", model_trace, 1.0), ("guide", guide_trace, -1.0)):
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or (role == "guide" and site["is_observed"]):
+        for name, site in sample_sites(trace).items():
+            if role == "guide" and (site["is_observed"] or name in summed):
+                # An enumerated site is summed over exactly, not proposed: its q(y|x) has no place in the weight.
                 continue
             if role == "model" and not site["is_observed"] and name not in guide_trace.nodes:
                 # The model would draw it from its prior, and the weight would miss that proposal's density.
                 raise ValueError(
                     f"the model's latent site {name!r} is not in the guide; the guide must propose every latent"
                 )
-            lp = _per_image(site, role, data_plate, ndim)
-            log_w = log_w + sign * (lp if dtype is None else lp.to(dtype))
+            lp = site_log_prob(site, role, ndim, data_plate=data_plate, enumerated=bool(summed))
+            log_probs.append(sign * (lp if dtype is None else lp.to(dtype)))
             scales[f"{role} site {name!r}"] = float(site["scale"])
-    if not isinstance(log_w, Tensor):
+    if not log_probs:
         raise ValueError("the model and guide have no sample sites")
     if len(set(scales.values())) > 1:
         raise ValueError(
             f"expected one minibatch scale shared by every site (the data plate's N / B), got {scales}; "
             "a poutine.scale on part of the model has no meaning inside an importance weight"
         )
+    log_w = flatten_enum(sum_sites(log_probs))
     return LogWeights(log_w.expand(num_particles, x.shape[0]), next(iter(scales.values())), model_trace, guide_trace)
-
-
-def _per_image(site: dict[str, Any], role: str, data_plate: str, ndim: int) -> Tensor:
-    """A site's log-density summed over every batch dimension but the particles' and the images'."""
-    name = site["name"]
-    frames = {f.name: f for f in site["cond_indep_stack"] if f.vectorized}
-    if data_plate not in frames:
-        raise ValueError(
-            f"the {role}'s sample site {name!r} is outside the plate {data_plate!r}, so its log-density "
-            f"cannot be split image by image (plates around it: {sorted(frames) or 'none'}); put every sample "
-            f"site inside the data plate, or name that plate with data_plate=..."
-        )
-    for frame in frames.values():
-        if frame.name != _PARTICLES and frame.dim < -(ndim - 1):
-            raise ValueError(
-                f"plate {frame.name!r} of {role} site {name!r} uses dim {frame.dim}, deeper than "
-                f"max_plate_nesting={ndim - 1}; pass max_plate_nesting={-frame.dim}"
-            )
-    # Unscaled on purpose: the plate's N / B scale is a property of SVI's loss, not of p(x_i, z_i).
-    lp = scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
-    if lp.dim() > ndim:
-        raise ValueError(
-            f"{role} site {name!r} has log_prob of shape {tuple(lp.shape)}, more batch dims than its plates; "
-            "fold the extra dims into the event with .to_event(...)"
-        )
-    lp = lp.reshape((1,) * (ndim - lp.dim()) + lp.shape)
-    data_dim = ndim + frames[data_plate].dim
-    other = [d for d in range(1, ndim) if d != data_dim]
-    return (lp.sum(other) if other else lp).reshape(lp.shape[0], lp.shape[data_dim])
 
 
 @dataclass(frozen=True)
@@ -210,6 +172,7 @@ def importance_estimate(
     max_plate_nesting: int = 1,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     pareto_k: bool = False,
+    enumerate_discrete: bool = True,
     **kwargs: Any,
 ) -> ImportanceEstimate:
     """Estimate log p(x_i) for every image, with the ELBO, the ESS and optionally Pareto k-hat.
@@ -220,13 +183,17 @@ def importance_estimate(
 
     :param model: ``model(x, *args, **kwargs)``; every sample site inside the plate ``data_plate``.
     :param guide: the proposal ``guide(x, *args, **kwargs)``, same sites, reparameterized or not.
-    :param x: images ``(N, ...)``; cut into chunks along dim 0. ``args`` and ``kwargs`` go unchanged
-        to every chunk, so they must not be per-image.
+    :param x: images ``(N, ...)``; cut into chunks along dim 0. Tensors in ``args`` whose first
+        dimension is N are per-image (a class-conditional model's labels) and are cut with ``x``;
+        other ``args`` and ``kwargs`` go unchanged to every chunk.
     :param num_samples: K, importance samples per image.
     :param data_plate: the plate over images; :param max_plate_nesting: plates nested in the model
         (default 1: only the data plate), see :func:`log_importance_weights`.
     :param chunk_size: most (particle, image) pairs per pass; memory is ``O(chunk_size * x_dim)``.
     :param pareto_k: also fit Pareto k-hat per image (keeps the largest ~3 sqrt(K) weights of each image).
+    :param enumerate_discrete: sum discrete latent sites of the guide out exactly (default), or sample
+        them (see :func:`log_importance_weights`). Summed, the ``elbo`` of the result is the bound of
+        one particle with those sites summed, tighter than the ELBO.
     :returns: per-image estimates, see :class:`ImportanceEstimate`.
     """
     if num_samples < 1:
@@ -250,12 +217,14 @@ def importance_estimate(
     k_hat = x.new_full((x.shape[0],), math.inf, dtype=torch.float64) if pareto_k else None
     for first in range(0, x.shape[0], images_per_chunk):
         xb = x[first : first + images_per_chunk]
+        argsb = _chunk_args(args, x.shape[0], first, xb.shape[0])
         lse, lse_sq, total = sums[:, first : first + xb.shape[0]]
         top = lse.new_empty((0, xb.shape[0]))
         for start in range(0, num_samples, particles_per_chunk):
             log_w = log_importance_weights(
-                model, guide, xb, *args, num_particles=min(particles_per_chunk, num_samples - start),
-                data_plate=data_plate, max_plate_nesting=max_plate_nesting, dtype=torch.float64, **kwargs,
+                model, guide, xb, *argsb, num_particles=min(particles_per_chunk, num_samples - start),
+                data_plate=data_plate, max_plate_nesting=max_plate_nesting, dtype=torch.float64,
+                enumerate_discrete=enumerate_discrete, **kwargs,
             ).log_weights
             torch.logaddexp(lse, log_w.logsumexp(0), out=lse)
             torch.logaddexp(lse_sq, (2 * log_w).logsumexp(0), out=lse_sq)
@@ -273,6 +242,12 @@ def importance_estimate(
         pareto_k=k_hat,
         num_samples=num_samples,
     )
+
+
+def _chunk_args(args: tuple[Any, ...], num_images: int, first: int, size: int) -> tuple[Any, ...]:
+    """``args`` for the images ``first .. first + size``: per-image tensors (first dim N) cut, others kept."""
+    return tuple(a[first : first + size] if isinstance(a, Tensor) and a.dim() and a.shape[0] == num_images else a
+                 for a in args)
 
 
 @functools.cache
@@ -311,6 +286,7 @@ def log_marginal_likelihood(
     data_plate: str = "data",
     max_plate_nesting: int = 1,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    enumerate_discrete: bool = True,
     **kwargs: Any,
 ) -> Tensor:
     """log p(x_i) of every image by importance sampling with the guide as proposal, in nats.
@@ -324,7 +300,7 @@ def log_marginal_likelihood(
     """
     return importance_estimate(
         model, guide, x, *args, num_samples=num_samples, data_plate=data_plate,
-        max_plate_nesting=max_plate_nesting, chunk_size=chunk_size, **kwargs,
+        max_plate_nesting=max_plate_nesting, chunk_size=chunk_size, enumerate_discrete=enumerate_discrete, **kwargs,
     ).log_px
 
 
@@ -343,8 +319,9 @@ def latent_activity(
     if x.shape[0] < 2:
         raise ValueError(f"latent activity is a variance over images and needs N >= 2, got {x.shape[0]}")
     means = []
-    for xb in x.split(batch_size):
-        trace = poutine.trace(guide).get_trace(xb, *args, **kwargs)
+    for first in range(0, x.shape[0], batch_size):
+        xb = x[first : first + batch_size]
+        trace = poutine.trace(guide).get_trace(xb, *_chunk_args(args, x.shape[0], first, xb.shape[0]), **kwargs)
         if site not in trace.nodes:
             raise ValueError(f"the guide has no sample site {site!r}; its sites: {list(trace.nodes)}")
         means.append(central_value(trace.nodes[site]["fn"]).reshape(xb.shape[0], -1))

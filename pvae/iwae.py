@@ -54,7 +54,7 @@ class IWAE_ELBO(ELBO):
     def _log_weights(self, model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any) -> LogWeights:
         return log_importance_weights(
             model, guide, *args, num_particles=self.num_particles, data_plate=self.data_plate,
-            max_plate_nesting=self.model_plate_nesting, **kwargs,
+            max_plate_nesting=self.model_plate_nesting, enumerate_discrete=False, **kwargs,
         )
 
     def _get_trace(self, model: Callable[..., Any], guide: Callable[..., Any], args: Any, kwargs: Any) -> tuple[Trace, Trace]:

@@ -31,7 +31,9 @@ from torch import Tensor
 from pvae.data import ImageData, fixed_eval_set
 from pvae.evaluate import elbo_terms
 from pvae.guides import central_value
-from pvae.model import VAE
+from pvae.models import VAE
+from pvae.predictive import generate, reconstruct
+from pvae.protocol import GraphicalModel, label_mode
 
 __all__ = [
     "DPI",
@@ -118,18 +120,28 @@ def plot_training_curves(
 
 
 def plot_reconstructions(
-    vae: VAE, x: Tensor, image_shape: tuple[int, int], path: str | Path, n: int = 10, *, pdf: bool = False
+    vae: GraphicalModel, x: Tensor, image_shape: tuple[int, int], path: str | Path, n: int = 10, *,
+    y: Tensor | None = None, pdf: bool = False
 ) -> Path:
-    """Top row: test images x; bottom row: E[x | z = mean of q(z|x)]. :param x: ``(>= n, x_dim)``."""
+    """Top row: test images x; bottom row: E[x | latents = their central values under q]
+    (:func:`pvae.predictive.reconstruct`). :param x: ``(>= n, x_dim)``; :param y: their labels, for
+    a model conditioned on them."""
     x = x[:n]
-    mosaic = _grid(torch.cat([x, vae.reconstruct(x)]), image_shape, rows=2)
+    mosaic = _grid(torch.cat([x, reconstruct(vae, x, None if y is None else y[:n])]), image_shape, rows=2)
     return _save_image(mosaic, path, "top: test images   bottom: reconstructions E[x | z = mean of q(z|x)]", pdf)
 
 
-def plot_samples(vae: VAE, image_shape: tuple[int, int], path: str | Path, n: int = 64, *, pdf: bool = False) -> Path:
-    """Means of p(x|z) for ``floor(sqrt(n))**2`` draws z ~ p(z), in a square."""
+def plot_samples(
+    vae: GraphicalModel, image_shape: tuple[int, int], path: str | Path, n: int = 64, *, pdf: bool = False
+) -> Path:
+    """Means of the image site for ``floor(sqrt(n))**2`` draws of the latents from the model's prior,
+    in a square (a model conditioned on labels: row r has class r mod C)."""
     rows = int(n**0.5)
-    return _save_image(_grid(vae.generate(rows * rows), image_shape, rows=rows), path, "E[x|z], z ~ p(z)", pdf)
+    y = None
+    if label_mode(vae) == "observed":
+        y = torch.arange(rows, device=next(vae.parameters()).device).repeat_interleave(rows) % vae.num_classes  # type: ignore[attr-defined]
+    return _save_image(_grid(generate(vae, rows * rows, y), image_shape, rows=rows), path,
+                       "E[x | latents], latents ~ their prior", pdf)
 
 
 @torch.no_grad()
@@ -506,7 +518,7 @@ def plot_run(
 
 
 def save_run_figures(
-    out: str | Path, vae: VAE, data: ImageData, metrics: Sequence[dict[str, float]], binarization: str
+    out: str | Path, vae: GraphicalModel, data: ImageData, metrics: Sequence[dict[str, float]], binarization: str
 ) -> list[Path]:
     """Write ``curves.png``, ``reconstructions.png`` and ``samples.png`` into the run folder ``out``
     (what :func:`pvae.train` leaves; ``pvae plot RUN`` draws the rest)."""
@@ -515,6 +527,6 @@ def save_run_figures(
     x_test = fixed_eval_set(data.test[:10], binarization)
     return [
         plot_training_curves(metrics, out / "curves.png"),
-        plot_reconstructions(vae, x_test, data.image_shape, out / "reconstructions.png"),
+        plot_reconstructions(vae, x_test, data.image_shape, out / "reconstructions.png", y=data.test_labels[:10]),
         plot_samples(vae, data.image_shape, out / "samples.png"),
     ]

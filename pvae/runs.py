@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import torch
 from torch import Tensor
 
 from pvae.checkpoint import CheckpointError, load_checkpoint
-from pvae.components import build_vae
-from pvae.config import ConfigError, TrainConfig
-from pvae.model import VAE
+from pvae.components import build_model
+from pvae.config import TrainConfig
+from pvae.data import ImageData, load_data
+from pvae.devices import forked_rng, resolve_device
+from pvae.protocol import GraphicalModel
 
 __all__ = [
     "CHECKPOINT",
@@ -34,6 +37,8 @@ __all__ = [
     "load_config",
     "load_run",
     "rebuild_model",
+    "open_run",
+    "OpenRun",
     "metrics_csv",
 ]
 
@@ -44,21 +49,6 @@ METRICS_FIELDS = ("epoch", "train_elbo", "val_elbo", "lr", "seconds")
 
 class RunFolderError(ValueError):
     """The run folder is missing, belongs to another run, or does not match the configuration."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    return torch.device(device)
-
-
-def forked_rng(device: torch.device) -> Any:
-    """A block whose random draws are undone afterwards: torch's CPU generator, and CUDA's when
-    ``device`` is a GPU, are given back as they were (so the draws in it leave others' streams alone)."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def metrics_csv(rows: Sequence[dict[str, float]]) -> str:
@@ -97,12 +87,36 @@ def _without_out(d: object) -> object:
     return {k: v for k, v in d.items() if k != "out"} if isinstance(d, dict) else d
 
 
-def rebuild_model(config: TrainConfig, state: dict[str, Any], device: torch.device) -> VAE:
-    """The trained VAE of a run folder, from its configuration and checkpoint state."""
+def rebuild_model(config: TrainConfig, state: dict[str, Any], device: torch.device) -> GraphicalModel:
+    """The trained model of a run folder, from its configuration and checkpoint state: any family,
+    or a class of your own by its import path and ``model_args`` (imported, never unpickled)."""
     weights: dict[str, Tensor] = state["model"]
-    vae = build_vae(config, int(state["x_dim"]), int(state["num_data"]))
+    model = build_model(config, int(state["x_dim"]), int(state["num_data"]))
     try:
-        vae.load_state_dict(weights)
+        model.load_state_dict(weights)  # type: ignore[attr-defined]
     except RuntimeError as err:
         raise CheckpointError(f"the checkpoint's weights do not fit the model its configuration describes ({err})") from err
-    return vae.to(device).eval()
+    return model.to(device).eval()  # type: ignore[attr-defined,no-any-return]
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    """A run folder opened for use: its configuration, checkpoint state, trained model and data."""
+
+    config: TrainConfig
+    state: dict[str, Any]
+    model: GraphicalModel
+    data: ImageData
+
+
+def open_run(run_dir: str | Path, *, device: torch.device, data_dir: str | None = None) -> OpenRun:
+    """Read a run folder, rebuild its model on ``device`` and load its dataset (the one function
+    ``evaluate``, ``plot``, ``sample`` and the benchmarks open a run with).
+
+    :param data_dir: where the data is, when not where the run found it.
+    """
+    config, state = load_run(run_dir, map_location=device)
+    model = rebuild_model(config, state, device)
+    data = load_data(config.dataset, data_dir if data_dir is not None else config.data_dir,
+                     val_size=config.val_size, train_size=config.train_size, device=device)
+    return OpenRun(config, state, model, data)

@@ -1,7 +1,7 @@
-"""Fit a VAE by stochastic variational inference and keep a resumable run folder.
+"""Fit a graphical model by stochastic variational inference and keep a resumable run folder.
 
-SVI here is Pyro's ELBO (``Trace_ELBO``, ``TraceMeanField_ELBO`` or the IWAE bound) as a
-differentiable loss, minimized with one ``torch.optim.Adam`` over the model's parameters (theta and
+SVI here is Pyro's ELBO (``Trace_ELBO``, ``TraceMeanField_ELBO``, ``TraceEnum_ELBO`` or the IWAE
+bound; :mod:`pvae.objectives`) as a differentiable loss, minimized with one ``torch.optim.Adam`` over the model's parameters (theta and
 phi together) and a learning-rate schedule. By default the ELBO's computation is recorded once per
 minibatch shape and replayed (:mod:`pvae.compiled`): the same numbers without Pyro's per-step Python. One checkpoint per epoch, written atomically, holds everything needed to
 continue bit for bit: parameters, optimizer and schedule state, and the random-number generators.
@@ -22,21 +22,22 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import Tensor
 
 from pvae.checkpoint import atomic_write_text, save_checkpoint
-from pvae.compiled import TracedELBO
-from pvae.components import build_vae, check_analytic_kl
-from pvae.config import TrainConfig, iwae_particles
-from pvae.data import ImageData, binarize, fixed_eval_set, load_data
+from pvae.components import build_model, check_config
+from pvae.config import TrainConfig
+from pvae.data import ImageData, binarize, fixed_eval_set, labelled_subset, load_data
+from pvae.devices import resolve_device
+from pvae.errors import ConfigError
 from pvae.evaluate import elbo_terms
-from pvae.iwae import IWAE_ELBO
-from pvae.model import VAE
-from pvae.runs import CHECKPOINT, CONFIG, EVALUATION, METRICS, PER_IMAGE, RunFolderError, load_run, metrics_csv, resolve_device
+from pvae.objectives import Objective, check_objective, engine_for, training_objective, wants_enumeration
+from pvae.protocol import GraphicalModel, label_mode
+from pvae.runs import CHECKPOINT, CONFIG, EVALUATION, METRICS, PER_IMAGE, RunFolderError, load_run, metrics_csv
+from pvae.traces import check_data_support
 from pvae.version import __version__
 
-__all__ = ["train", "train_epoch", "TrainResult", "TrainingDivergedError"]
+__all__ = ["train", "train_epoch", "save_epoch", "TrainResult", "TrainingDivergedError"]
 
 class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite; the run folder keeps its last good checkpoint."""
@@ -46,33 +47,15 @@ class TrainingDivergedError(RuntimeError):
 class TrainResult:
     """What :func:`train` returns: the fitted model, its run folder and per-epoch metrics."""
 
-    vae: VAE
+    vae: GraphicalModel
     run_dir: Path
     metrics: list[dict[str, float]]
     data: ImageData
 
-
-def _objective(config: TrainConfig) -> pyro.infer.ELBO:
-    # max_plate_nesting=1 (the data plate) lets Pyro vectorize particles in a plate to its left.
-    if (k := iwae_particles(config.objective)) is not None:
-        return IWAE_ELBO(num_particles=k, max_plate_nesting=1)
-    cls = Trace_ELBO if config.objective == "trace" else TraceMeanField_ELBO
-    vectorize = config.num_particles > 1
-    return cls(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
-
-
-def _training_objective(config: TrainConfig, vae: VAE, *, own_model: bool = False) -> pyro.infer.ELBO | TracedELBO:
-    """The objective each SVI step calls, run by the configured engine.
-
-    :param own_model: ``vae`` is the caller's, not built from ``config``: engine ``auto`` runs it eagerly.
-    """
-    objective = _objective(config)
-    return TracedELBO(vae, objective) if _engine(config, own_model) == "jit" else objective
-
-
-def _engine(config: TrainConfig, own_model: bool) -> str:
-    """``jit`` or ``eager``: what ``config.engine`` means for this model."""
-    return ("eager" if own_model else "jit") if config.engine == "auto" else config.engine
+    @property
+    def model(self) -> GraphicalModel:
+        """The fitted model (the same object as ``vae``, whatever its family)."""
+        return self.vae
 
 
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -101,24 +84,26 @@ def train(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    vae: VAE | None = None,
+    vae: GraphicalModel | None = None,
     progress: bool | None = None,
 ) -> TrainResult:
-    """Train a VAE as ``config`` says and keep everything in its run folder.
+    """Train the graphical model ``config`` describes and keep everything in its run folder.
 
     :param config: the run's settings. With ``resume=True``, ``config.out`` names the run to continue
         and the other fields must equal the saved ones.
     :param resume: continue a stopped run from its last checkpoint; the end result equals an
         uninterrupted run with the same seed on the same device.
     :param overwrite: reuse an ``out`` folder that already holds another run.
-    :param vae: a model of your own (e.g. a custom prior) to train instead of the one ``config``
-        describes; its run folder then cannot be rebuilt by ``pvae evaluate``, and engine ``auto``
-        trains it eagerly.
+    :param vae: a model object of your own (e.g. a VAE with a custom prior, or any
+        :class:`~pvae.protocol.GraphicalModel`) to train instead of the one ``config`` describes;
+        its run folder then cannot be rebuilt by ``pvae evaluate`` (name a class by import path in
+        ``config.model`` for that), and engine ``auto`` trains it eagerly.
     :param progress: show a progress bar; ``None``: only when stderr is a terminal.
     :returns: the trained model, the run folder and the per-epoch metrics.
     """
     from tqdm.auto import tqdm  # only the training loop needs it
 
+    check_config(config)  # before anything is written
     out = Path(config.out) if config.out is not None else _default_out()
     config = replace(config, out=str(out))
     device = resolve_device(config.device)
@@ -144,28 +129,50 @@ def train(
     data = load_data(
         config.dataset, config.data_dir, val_size=config.val_size, train_size=config.train_size, device=device
     )
-    x_grey, num_data = data.train, data.train.shape[0]
+    x_grey = data.train
     x_static = binarize(x_grey, config.seed) if config.binarization == "static" else x_grey
     x_val = fixed_eval_set(data.val, config.binarization)
     own_model = vae is not None
     if vae is None:
-        vae = build_vae(config, data.x_dim, num_data, mean_image=x_grey.mean(0), init_data=x_static)
+        vae = build_model(config, data.x_dim, x_grey.shape[0], mean_image=x_grey.mean(0), init_data=x_static)
+    mode = label_mode(vae)
+    # The images each epoch steps through, and for M2 the labelled few (the rest are unlabelled).
+    fit = torch.arange(x_grey.shape[0], device=device)
+    labelled = None
+    if mode == "semi-supervised":
+        if config.labels is None:
+            raise ConfigError("a semi-supervised model learns from a few labelled images: give their number with "
+                              "--labels, e.g. --labels 100")
+        labelled = labelled_subset(data.train_labels, config.labels, config.label_seed)
+        is_labelled = torch.zeros(x_grey.shape[0], dtype=torch.bool, device=device)
+        is_labelled[labelled] = True
+        fit = (~is_labelled).nonzero().squeeze(-1)
+        vae.num_labelled = config.labels  # type: ignore[attr-defined]
     # The data plate's size is the training set's size by definition; a model built elsewhere is told.
-    vae.num_data = num_data
-    vae.to(device)
-    vae.likelihood.check_support(x_val if len(x_val) else x_static[:1000])
-    if config.binarization != "dynamic":
-        vae.likelihood.check_support(x_static)
-    if config.objective == "meanfield":
-        check_analytic_kl(vae, x_static[:2], guide=config.guide, prior=config.prior)
+    vae.num_data = x_grey.shape[0]
+    vae.to(device)  # type: ignore[attr-defined]
 
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+    def labels_of(y: Tensor) -> tuple[Tensor, ...]:  # what model and guide take besides the images
+        return (y,) if mode == "observed" else ()
+
+    val_args = labels_of(data.val_labels)
+    if len(x_val):
+        check_data_support(vae, x_val, *val_args)
+    else:
+        check_data_support(vae, x_static[:1000], *labels_of(data.train_labels[:1000]))
+    if config.binarization != "dynamic":
+        check_data_support(vae, x_static, *labels_of(data.train_labels))
+    probe_args = labels_of(data.train_labels[:2])
+    enumerate = wants_enumeration(vae, x_static[:2], *probe_args)
+    check_objective(config, vae, x_static[:2], *probe_args)
+
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)  # type: ignore[attr-defined]
     scheduler = _scheduler(config, optimizer)
     data_rng = torch.Generator(device=device).manual_seed(config.seed)
     metrics: list[dict[str, float]] = []
     start_epoch = 1
     if state is not None:
-        vae.load_state_dict(state["model"])
+        vae.load_state_dict(state["model"])  # type: ignore[attr-defined]
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         data_rng.set_state(state["data_rng"].cpu())
@@ -175,22 +182,28 @@ def train(
         metrics = [dict(row) for row in state["metrics"]]
         start_epoch = int(state["epoch"]) + 1
     else:
+        engine = "eager" if mode == "semi-supervised" else engine_for(config, own_model=own_model, enumerate=enumerate)
         atomic_write_text(out / CONFIG, json.dumps({"config": config.to_dict(), "versions": _versions(),
                                                     "device": str(device), "cpu_threads": torch.get_num_threads(),
-                                                    "engine": _engine(config, own_model)}, indent=2))
+                                                    "engine": engine}, indent=2))
         atomic_write_text(out / METRICS, metrics_csv([]))
 
-    objective = _training_objective(config, vae, own_model=own_model)
-    steps = math.ceil(num_data / config.batch_size)
+    labelled_set = None if labelled is None else (x_static[labelled], data.train_labels[labelled], data_rng)
+    objective = training_objective(config, vae, own_model=own_model, enumerate=enumerate, labelled=labelled_set)
+    y_train = data.train_labels if mode == "observed" else None
+    steps = math.ceil(fit.shape[0] / config.batch_size)
     show = sys.stderr.isatty() if progress is None else progress
     for epoch in range(start_epoch, config.epochs + 1):
         tic = time.perf_counter()
-        vae.train()
-        order = torch.randperm(num_data, generator=data_rng, device=device)
+        vae.train()  # type: ignore[attr-defined]
+        order = fit[torch.randperm(fit.shape[0], generator=data_rng, device=device)]
         x_epoch = torch.bernoulli(x_grey, generator=data_rng) if config.binarization == "dynamic" else x_static
+        if labelled is not None:
+            objective.x_labelled = x_epoch[labelled]  # this epoch's binarization of the labelled images
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
         try:
-            train_elbo = train_epoch(vae, objective, optimizer, x_epoch, order, config.batch_size, progress=bar)
+            train_elbo = train_epoch(vae, objective, optimizer, x_epoch, order, config.batch_size, y=y_train,
+                                     progress=bar)
         except TrainingDivergedError as err:
             kept = f"the checkpoint of epoch {epoch - 1} in {out} is intact" if epoch > 1 else "no checkpoint was written"
             raise TrainingDivergedError(
@@ -200,12 +213,12 @@ def train(
             bar.close()
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        vae.eval()
-        val_elbo = float(elbo_terms(vae, x_val).elbo.mean()) if len(x_val) else float("nan")
+        vae.eval()  # type: ignore[attr-defined]
+        val_elbo = float(elbo_terms(vae, x_val, *val_args).elbo.mean()) if len(x_val) else float("nan")
         row = {"epoch": epoch, "train_elbo": train_elbo, "val_elbo": val_elbo, "lr": lr,
                "seconds": time.perf_counter() - tic}
         metrics.append(row)
-        _save_epoch(out, config, vae, optimizer, scheduler, data_rng, device, epoch, metrics)
+        save_epoch(out, config, vae, optimizer, scheduler, data_rng, device, epoch, metrics)
         print(f"epoch {epoch:>3}/{config.epochs}  train elbo {row['train_elbo']:9.3f}  "
               f"val elbo {val_elbo:9.3f}  nats/image  ({row['seconds']:.1f} s)", file=sys.stderr)
 
@@ -216,32 +229,36 @@ def train(
 
 
 def train_epoch(
-    vae: VAE,
-    objective: pyro.infer.ELBO,
+    vae: GraphicalModel,
+    objective: Objective,
     optimizer: torch.optim.Optimizer,
     x: Tensor,
     order: Tensor,
     batch_size: int,
     *,
+    y: Tensor | None = None,
     progress: Any = None,
 ) -> float:
     """One pass of SVI over the training images.
 
-    :param objective: anything with Pyro's ``differentiable_loss(model, guide, x)``.
+    :param objective: anything with Pyro's ``differentiable_loss(model, guide, x, ...)``.
     :param x: training images ``(N, x_dim)``, already binarized for this epoch.
-    :param order: a permutation of ``range(N)``; minibatches are its consecutive slices.
+    :param order: indices into ``x`` (a permutation of ``range(N)``, or of the unlabelled images
+        for a semi-supervised model); minibatches are its consecutive slices.
+    :param y: classes of all N images ``(N,)``, passed with each minibatch to a class-conditional model.
     :param progress: a tqdm bar to advance (``update(1)`` per step), or ``None``.
     :returns: the mean over steps of the minibatch estimate of the per-image ELBO (nats).
     """
-    num_data = x.shape[0]
     elbo_sum = torch.zeros((), device=x.device)
     steps = 0
     with warnings.catch_warnings():
         # Pyro warns on a NaN loss; the check below stops training with a clearer message instead.
         warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
-        for start in range(0, num_data, batch_size):
+        for start in range(0, order.shape[0], batch_size):
             steps += 1
-            _svi_step(vae, objective, optimizer, x[order[start : start + batch_size]], steps, start, elbo_sum)
+            rows = order[start : start + batch_size]
+            args = (x[rows],) if y is None else (x[rows], y[rows])
+            _svi_step(vae, objective, optimizer, args, steps, start, elbo_sum)
             if progress is not None:
                 progress.update(1)
                 if steps % 50 == 0:
@@ -250,15 +267,17 @@ def train_epoch(
 
 
 def _svi_step(
-    vae: VAE, objective: pyro.infer.ELBO, optimizer: torch.optim.Optimizer, xb: Tensor, step: int, start: int,
-    elbo_sum: Tensor,
+    vae: GraphicalModel, objective: Objective, optimizer: torch.optim.Optimizer, args: tuple[Tensor, ...], step: int,
+    start: int, elbo_sum: Tensor,
 ) -> None:
-    """One gradient step on the minibatch ``xb``; adds its per-image ELBO estimate to ``elbo_sum`` in place."""
-    num_data = max(vae.num_data or 0, xb.shape[0])  # the data plate's size, see VAE._data_plate
+    """One gradient step on the minibatch ``args`` (images, and labels when the model takes them);
+    adds its per-image ELBO estimate to ``elbo_sum`` in place."""
+    xb = args[0]
+    num_data = max(vae.num_data or 0, xb.shape[0])  # the data plate's size, see pvae.models.common.data_plate
     # The data's support was checked once before training; re-validating every distribution's
     # arguments at every step costs ~7% of a CPU step and finds nothing new.
     with pyro.validation_enabled(False):
-        loss = objective.differentiable_loss(vae.model, vae.guide, xb)
+        loss = objective.differentiable_loss(vae.model, vae.guide, *args)
     if not torch.isfinite(loss):
         # Stop before the step: one NaN gradient would spoil every parameter for good.
         raise TrainingDivergedError(
@@ -268,14 +287,16 @@ def _svi_step(
     loss.backward()
     optimizer.step()
     # The loss estimates -N * (per-image ELBO): the data plate scales the batch by N / B. Summing on
-    # the device keeps GPU steps free of host synchronisation.
-    elbo_sum -= loss.detach() / num_data
+    # the device keeps GPU steps free of host synchronisation. M2's classification term is part of
+    # the objective, not of the ELBO it reports.
+    auxiliary = getattr(objective, "auxiliary", None)
+    elbo_sum -= (loss.detach() if auxiliary is None else loss.detach() - auxiliary) / num_data
 
 
-def _save_epoch(
+def save_epoch(
     out: Path,
     config: TrainConfig,
-    vae: VAE,
+    vae: GraphicalModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     data_rng: torch.Generator,
@@ -283,12 +304,13 @@ def _save_epoch(
     epoch: int,
     metrics: list[dict[str, float]],
 ) -> None:
+    """Write the epoch's checkpoint (everything a bit-identical resume needs), then ``metrics.csv``."""
     state: dict[str, Any] = {
         "config": config.to_dict(),
         "epoch": epoch,
         "num_data": vae.num_data,
         "x_dim": vae.x_dim,
-        "model": vae.state_dict(),
+        "model": vae.state_dict(),  # type: ignore[attr-defined]
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "data_rng": data_rng.get_state(),

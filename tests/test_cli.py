@@ -97,13 +97,13 @@ def test_interrupted_run_resumes(
 ) -> None:
     """Ctrl-C after epoch 1 of 2 exits 130 keeping the checkpoint; --resume RUN finishes epoch 2."""
     out = tmp_path / "run"
-    save_epoch = train_module._save_epoch
+    save_epoch = train_module.save_epoch
 
     def save_then_interrupt(*args: object, **kwargs: object) -> None:
         save_epoch(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_save_epoch", save_then_interrupt)
+    monkeypatch.setattr(train_module, "save_epoch", save_then_interrupt)
     args = train_args(fake_mnist_root, out)
     args[args.index("--epochs") + 1] = "2"
     assert main(args) == 130

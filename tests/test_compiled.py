@@ -13,8 +13,8 @@ from torch import Tensor
 
 from pvae.compiled import TracedELBO, TracedELBOMismatch
 from pvae.components import build_vae
-from pvae.model import VAE
-from pvae.train import _objective, _training_objective
+from pvae.models import VAE
+from pvae.objectives import build_objective, training_objective
 from tests.test_contracts import GUIDE_SPECS, LIKELIHOOD_SPECS, PRIOR_SPECS, X_DIM, _config, _fitting_data
 
 BATCH = 8
@@ -60,8 +60,8 @@ def test_traced_elbo_is_the_eager_elbo(prior: str, likelihood: str, guide: str, 
     vae = build_vae(config, X_DIM, 5 * BATCH, mean_image=x.mean(0), init_data=x)
     # shapes 8, 8, 3, 8, 3: each shape's first two steps are checked against the eager ELBO
     batches = [x[:BATCH], x[BATCH : 2 * BATCH], x[2 * BATCH : 2 * BATCH + 3], x[3 * BATCH : 4 * BATCH], x[-3:]]
-    want = _losses_and_grads(_objective(config), vae, batches)
-    traced = TracedELBO(vae, _objective(config))
+    want = _losses_and_grads(build_objective(config), vae, batches)
+    traced = TracedELBO(vae, build_objective(config))
     _assert_same(_losses_and_grads(traced, vae, batches), want)
     assert traced._checks_left == {k: 0 for k in traced._checks_left} and len(traced._checks_left) == 2
     # after the checks the loss comes from the replayed trace alone, and is still the eager one
@@ -73,12 +73,12 @@ def test_the_trace_follows_in_place_parameter_updates() -> None:
     config = _config("normal", "bernoulli", "diagonal")
     x = _fitting_data("bernoulli", BATCH)
     vae = build_vae(config, X_DIM, 100, mean_image=x.mean(0))
-    traced = TracedELBO(vae, _objective(config))
+    traced = TracedELBO(vae, build_objective(config))
     for _ in range(3):
         traced.differentiable_loss(vae.model, vae.guide, x)
     with torch.no_grad():
         vae.decoder[0].weight.add_(0.5)
-    _assert_same(_losses_and_grads(traced, vae, [x]), _losses_and_grads(_objective(config), vae, [x]))
+    _assert_same(_losses_and_grads(traced, vae, [x]), _losses_and_grads(build_objective(config), vae, [x]))
 
 
 class _BranchingVAE(VAE):
@@ -96,7 +96,7 @@ class _BranchingVAE(VAE):
 def test_a_model_that_branches_on_values_is_refused() -> None:
     """Traced on a light batch and run on a heavy one, the frozen branch would give a wrong loss: refused."""
     vae = _BranchingVAE(X_DIM, 2, hidden=(8,), num_data=100)
-    traced = TracedELBO(vae, _objective(_config("normal", "bernoulli", "diagonal")))
+    traced = TracedELBO(vae, build_objective(_config("normal", "bernoulli", "diagonal")))
     light, heavy = torch.zeros(BATCH, X_DIM), torch.ones(BATCH, X_DIM)
     traced.differentiable_loss(vae.model, vae.guide, light)
     with pytest.raises(TracedELBOMismatch, match="branches on tensor values.*--engine eager"):
@@ -107,13 +107,13 @@ def test_the_engine_setting_picks_the_objective() -> None:
     """engine jit wraps the configured ELBO in a TracedELBO, eager uses Pyro's ELBO itself, auto picks; others are refused."""
     vae = build_vae(_config("normal", "bernoulli", "diagonal"), X_DIM, 100)
     base = _config("normal", "bernoulli", "diagonal")
-    assert isinstance(_training_objective(dataclasses.replace(base, engine="jit"), vae), TracedELBO)
-    assert isinstance(_training_objective(dataclasses.replace(base, engine="eager"), vae), pyro.infer.Trace_ELBO)
+    assert isinstance(training_objective(dataclasses.replace(base, engine="jit"), vae), TracedELBO)
+    assert isinstance(training_objective(dataclasses.replace(base, engine="eager"), vae), pyro.infer.Trace_ELBO)
     # auto, the default: traced for the models pvae builds, eager for one of the caller's own
-    assert base.engine == "auto" and isinstance(_training_objective(base, vae), TracedELBO)
-    assert isinstance(_training_objective(base, vae, own_model=True), pyro.infer.Trace_ELBO)
+    assert base.engine == "auto" and isinstance(training_objective(base, vae), TracedELBO)
+    assert isinstance(training_objective(base, vae, own_model=True), pyro.infer.Trace_ELBO)
     with pytest.raises(ValueError, match="engine"):
         dataclasses.replace(base, engine="compiled")
     other = build_vae(base, X_DIM, 100)
     with pytest.raises(ValueError, match="the VAE it was built for"):
-        TracedELBO(vae, _objective(base)).differentiable_loss(other.model, other.guide, torch.zeros(2, X_DIM))
+        TracedELBO(vae, build_objective(base)).differentiable_loss(other.model, other.guide, torch.zeros(2, X_DIM))

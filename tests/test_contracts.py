@@ -18,7 +18,7 @@ from pyro.infer import Trace_ELBO
 from pvae.cli import main
 from pvae.components import GUIDES, LIKELIHOODS, PRIORS, build_likelihood, build_vae
 from pvae.config import ConfigError, TrainConfig
-from pvae.model import VAE
+from pvae.models import VAE
 from pvae.runs import load_run, rebuild_model
 
 X_DIM, Z_DIM, N = 12, 2, 16

@@ -21,7 +21,7 @@ from pvae import TrainConfig, train
 from pvae.cli import main
 from pvae.evaluate import PER_IMAGE, PER_IMAGE_FIELDS, evaluate_run
 from pvae.importance import active_units, importance_estimate, latent_activity, log_marginal_likelihood
-from pvae.model import VAE
+from pvae.models import VAE
 
 F64 = torch.float64
 

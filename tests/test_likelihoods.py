@@ -22,7 +22,7 @@ from pvae.likelihoods import (
     Gaussian,
     Laplace,
 )
-from pvae.model import VAE
+from pvae.models import VAE
 
 X_DIM = 6
 

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from pvae.guides import DiagonalPosterior
 from pvae.likelihoods import Gaussian
-from pvae.model import VAE
+from pvae.models import VAE
 from pvae.priors import DiagonalNormal, FlowPrior, Laplace, MixtureOfGaussians, StandardNormal, StudentT, VampPrior
 
 

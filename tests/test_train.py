@@ -93,7 +93,7 @@ def test_resumed_run_equals_uninterrupted_run(
     """Three epochs straight equal one epoch, an interruption, and a resume: same weights and metrics."""
     straight = train(fake_config(fake_mnist_root, tmp_path / "straight"), progress=False)
 
-    save_epoch = train_module._save_epoch
+    save_epoch = train_module.save_epoch
     saved_epochs: list[int] = []
 
     def save_then_interrupt(*args: object, **kwargs: object) -> None:
@@ -102,12 +102,12 @@ def test_resumed_run_equals_uninterrupted_run(
         raise KeyboardInterrupt  # as if Ctrl-C came right after the first checkpoint
 
     config = fake_config(fake_mnist_root, tmp_path / "resumed")
-    monkeypatch.setattr(train_module, "_save_epoch", save_then_interrupt)
+    monkeypatch.setattr(train_module, "save_epoch", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False)
     assert saved_epochs == [1], f"expected one checkpoint before the interruption, got {len(saved_epochs)}"
     assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["epoch"] == 1
-    monkeypatch.setattr(train_module, "_save_epoch", save_epoch)
+    monkeypatch.setattr(train_module, "save_epoch", save_epoch)
 
     pyro.set_rng_seed(12345)  # the resumed run must restore every generator it uses from the checkpoint
     resumed = train(config, resume=True, progress=False)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from pvae.guides import DiagonalPosterior, PosteriorFamily, central_value
 from pvae.likelihoods import Bernoulli, Likelihood
+from pvae.models.common import data_plate
 from pvae.networks import mlp
 from pvae.priors import Prior, StandardNormal
 
@@ -65,19 +66,14 @@ class VAE(PyroModule):
                 raise ValueError(f"expected a {name} over z_dim={z_dim}, got one with z_dim={part.z_dim}")
         self.decoder = mlp(z_dim, tuple(reversed(hidden)), self.likelihood.params_per_pixel * x_dim, activation)
 
-    def _data_plate(self, x: Tensor) -> pyro.plate:
-        batch = x.shape[0]
-        if self.num_data is None or batch >= self.num_data:
-            return pyro.plate("data", batch)
-        # The minibatch is a subsample of the N images; Pyro scales its log-densities by N / B.
-        return pyro.plate("data", self.num_data, subsample=torch.arange(batch, device=x.device))
+    label_mode = "none"
 
     def model(self, x: Tensor) -> None:
         """p_theta(z) p_theta(x|z) for a batch of images.
 
         :param x: observed images, shape ``(batch, x_dim)``.
         """
-        with self._data_plate(x):
+        with data_plate(x, self.num_data):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
@@ -86,7 +82,7 @@ class VAE(PyroModule):
 
         :param x: observed images, shape ``(batch, x_dim)``.
         """
-        with self._data_plate(x):
+        with data_plate(x, self.num_data):
             pyro.sample("z", self.posterior(x))
 
     @property

@@ -1,0 +1,178 @@
+"""The training objectives by name, for any graphical model: Pyro's ``Trace_ELBO``,
+``TraceMeanField_ELBO`` (analytic KL), ``TraceEnum_ELBO`` (discrete latents summed exactly), the
+IWAE bound, and the semi-supervised objective of M2 (Kingma et al. 2014, eq. 9).
+
+Which ELBO a model needs is read from its guide's trace: a site marked
+``infer={"enumerate": "parallel"}`` asks for ``TraceEnum_ELBO``. A combination that cannot work
+(the IWAE bound or the analytic KL with an enumerated latent, the analytic KL with a guide whose
+latents depend on each other) is refused before training with one line saying what to use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from torch import Tensor
+from torch.distributions import kl_divergence
+
+from pvae.compiled import TracedELBO
+from pvae.config import TrainConfig, iwae_particles
+from pvae.errors import ConfigError
+from pvae.iwae import IWAE_ELBO
+from pvae.protocol import GraphicalModel, label_mode
+from pvae.traces import latent_sites, sample_sites, trace_pair
+
+__all__ = [
+    "Objective",
+    "SemiSupervisedObjective",
+    "build_objective",
+    "training_objective",
+    "engine_for",
+    "wants_enumeration",
+    "check_objective",
+]
+
+# Anything with Pyro's differentiable_loss(model, guide, *args): an ELBO, a TracedELBO, the M2 objective.
+Objective = Any
+
+
+def _guide_trace(model: GraphicalModel, x: Tensor, args: tuple[Tensor, ...]) -> Any:
+    with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
+        return poutine.trace(model.guide).get_trace(x, *args)
+
+
+def wants_enumeration(model: GraphicalModel, x: Tensor, *args: Tensor) -> bool:
+    """Whether the guide marks a site for parallel enumeration (then it needs ``TraceEnum_ELBO``).
+
+    :param x: a few training images ``(n, x_dim)``; :param args: what the guide takes besides.
+    """
+    trace = _guide_trace(model, x, args)
+    return any(site["infer"].get("enumerate") == "parallel" for site in sample_sites(trace).values())
+
+
+def build_objective(config: TrainConfig, *, enumerate: bool = False) -> ELBO:
+    """The Pyro ELBO that ``config.objective`` names, for a model that does (or does not) enumerate.
+
+    :param enumerate: the guide has sites marked for enumeration (:func:`wants_enumeration`).
+    :raises ConfigError: for an objective that cannot sum over an enumerated site.
+    """
+    # max_plate_nesting=1 (the data plate) lets Pyro vectorize particles, and enumerate, to its left.
+    vectorize = config.num_particles > 1
+    if enumerate:
+        if config.objective != "trace":
+            raise ConfigError(
+                f"the guide enumerates a discrete latent, which objective {config.objective} cannot sum over; "
+                "use --objective trace (TraceEnum_ELBO sums it exactly)"
+            )
+        return TraceEnum_ELBO(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
+    if (k := iwae_particles(config.objective)) is not None:
+        return IWAE_ELBO(num_particles=k, max_plate_nesting=1)
+    cls = Trace_ELBO if config.objective == "trace" else TraceMeanField_ELBO
+    return cls(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
+
+
+def check_objective(config: TrainConfig, model: GraphicalModel, x: Tensor, *args: Tensor) -> None:
+    """Refuse, before training, an analytic-KL objective the model cannot have.
+
+    ``TraceMeanField_ELBO`` would otherwise fall back to Monte Carlo without a word where
+    ``torch.distributions.kl_divergence`` knows no closed form, and would be wrong for a guide whose
+    latent sites depend on each other. Both are read from one trace of the guide and model on ``x``.
+
+    :raises ConfigError: naming the pair and what to use instead.
+    """
+    if config.objective != "meanfield":
+        return
+    with torch.no_grad(), pyro.validation_enabled(False):
+        guide_trace, model_trace, _ = trace_pair(model.model, model.guide, x, *args, enumerate_discrete=False)
+    for name in latent_sites(model_trace):
+        q, p = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]
+        try:
+            kl_divergence(q, p)
+        except NotImplementedError:
+            raise ConfigError(
+                f"objective 'meanfield' (TraceMeanField_ELBO) needs KL(q || p) in closed form at every latent site, "
+                f"and site {name!r} (guide {config.guide}, prior {config.prior}) has none; use --objective trace "
+                "(Monte-Carlo KL), or a closed-form pair: guide diagonal with prior normal, diagonal or laplace; "
+                "guide full-cov with prior normal or diagonal"
+            ) from None
+
+
+class SemiSupervisedObjective:
+    """M2's loss for one step: the unlabelled ELBO (y summed exactly by ``TraceEnum_ELBO``), the
+    labelled ELBO and alpha * log q(y|x) on a labelled minibatch (Kingma et al. 2014, eq. 9).
+
+    Each step draws its labelled minibatch, ``min(batch, N_l)`` of the N_l labelled images without
+    replacement, from ``generator`` (the training's data stream, so a resumed run draws the same).
+
+    :param elbo: the ELBO of both parts (``TraceEnum_ELBO``).
+    :param x_labelled: the labelled images ``(N_l, x_dim)``; :param y_labelled: their classes ``(N_l,)``.
+    :param generator: the random stream of the data order.
+    :ivar auxiliary: the last step's classification term (a detached scalar), which the reported
+        ELBO leaves out.
+    """
+
+    def __init__(self, elbo: ELBO, x_labelled: Tensor, y_labelled: Tensor, generator: torch.Generator) -> None:
+        self.elbo, self.x_labelled, self.y_labelled, self.generator = elbo, x_labelled, y_labelled, generator
+        self.classifier = Trace_ELBO(max_plate_nesting=1)
+        self.auxiliary = torch.zeros(())
+
+    def differentiable_loss(self, model: Callable[..., Any], guide: Callable[..., Any], x: Tensor) -> Tensor:
+        """-(ELBO of the unlabelled batch ``x`` + ELBO of a labelled batch) - alpha * log q(y|x).
+
+        :param model: :param guide: the M2 model's own (``model.model``, ``model.guide``).
+        """
+        owner = getattr(model, "__self__", None)
+        if owner is None or not hasattr(owner, "classifier_model"):
+            raise ValueError("a SemiSupervisedObjective needs the bound model and guide of a model with classifier_model")
+        num_labelled = self.x_labelled.shape[0]
+        rows = torch.randperm(num_labelled, generator=self.generator, device=self.x_labelled.device)[: x.shape[0]]
+        xl, yl = self.x_labelled[rows], self.y_labelled[rows]
+        aux = self.classifier.differentiable_loss(owner.classifier_model, owner.classifier_guide, xl, yl)
+        self.auxiliary = aux.detach()
+        return (self.elbo.differentiable_loss(model, guide, x)
+                + self.elbo.differentiable_loss(model, guide, xl, yl) + aux)
+
+
+def engine_for(config: TrainConfig, *, own_model: bool, enumerate: bool) -> str:
+    """``jit`` or ``eager``: what ``config.engine`` means for this model.
+
+    ``auto`` traces the models pvae builds whose objective is a fixed computation per minibatch
+    shape; a model of your own, and one whose step enumerates or draws a labelled minibatch (M2),
+    run eagerly.
+    """
+    if config.engine != "auto":
+        return config.engine
+    return "eager" if own_model or enumerate else "jit"
+
+
+def training_objective(
+    config: TrainConfig,
+    model: GraphicalModel,
+    *,
+    own_model: bool = False,
+    enumerate: bool = False,
+    labelled: tuple[Tensor, Tensor, torch.Generator] | None = None,
+) -> Objective:
+    """The objective each SVI step calls, run by the configured engine.
+
+    :param own_model: ``model`` is the caller's, not built from ``config``: engine ``auto`` runs it eagerly.
+    :param enumerate: the guide enumerates a site (:func:`wants_enumeration`).
+    :param labelled: for a semi-supervised model, its labelled images, their classes and the data
+        stream that picks each step's labelled minibatch.
+    :raises ConfigError: for engine ``jit`` with a semi-supervised model (its step draws a labelled
+        minibatch, which a trace would freeze).
+    """
+    elbo = build_objective(config, enumerate=enumerate)
+    if label_mode(model) == "semi-supervised":
+        if labelled is None:
+            raise ValueError("a semi-supervised model trains with its labelled images: pass labelled=(x, y, generator)")
+        if config.engine == "jit":
+            raise ConfigError("engine 'jit' cannot trace model m2's step, which draws a labelled minibatch each time; "
+                              "use --engine auto or eager")
+        return SemiSupervisedObjective(elbo, *labelled)
+    return TracedELBO(model, elbo) if engine_for(config, own_model=own_model, enumerate=enumerate) == "jit" else elbo

@@ -1,0 +1,66 @@
+"""What every pvae consumer asks of a model: a Pyro model/guide pair over a plate of images.
+
+Training, the traced engine, ``evaluate``, ``plot``, ``graph`` and the run folder are typed against
+:class:`GraphicalModel`, and read everything else (which sites are latent, which observed, their
+plates, shapes and distributions) from the model's traces (:mod:`pvae.traces`). :class:`pvae.VAE`
+is one implementation among several (:mod:`pvae.models`); a model of your own needs no pvae base
+class. The contract:
+
+* it is a ``torch.nn.Module`` (so its parameters are trained and saved with ``state_dict``);
+* ``x_dim``: pixels per flattened image; ``num_data``: N, the size of the data plate (pvae sets it
+  to the training-set size before training);
+* ``model(x)`` and ``guide(x)`` -- or ``model(x, y)`` and ``guide(x, y)`` when labels are used --
+  put every sample site inside one ``pyro.plate("data", ...)`` over the images, with the images
+  ``x`` of shape ``(batch, x_dim)`` observed at one site of the model, and the guide proposing every
+  latent site of the model (discrete ones may be marked ``infer={"enumerate": "parallel"}``, and are
+  then summed out exactly);
+* ``label_mode`` (optional, default ``"none"``): ``"observed"`` when ``y``, integer classes of shape
+  ``(batch,)``, is always passed (a class-conditional model); ``"semi-supervised"`` when ``y`` is a
+  sample site, observed when passed and latent (``y=None``) otherwise;
+* ``num_classes`` (optional): the number of classes, when labels are used.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+from torch import Tensor
+
+__all__ = ["GraphicalModel", "LabelMode", "LABEL_MODES", "DATA_PLATE", "label_mode", "uses_labels"]
+
+LabelMode = Literal["none", "observed", "semi-supervised"]
+LABEL_MODES: tuple[str, ...] = ("none", "observed", "semi-supervised")
+# The plate over the N i.i.d. images; every consumer splits log-densities image by image along it.
+DATA_PLATE = "data"
+
+
+@runtime_checkable
+class GraphicalModel(Protocol):
+    """A Pyro ``model``/``guide`` pair over images (see the module docstring for the contract)."""
+
+    x_dim: int
+    num_data: int | None
+
+    def model(self, x: Tensor, *args: Tensor) -> None:
+        """The generative model p_theta(..., x); ``x`` observed, ``(batch, x_dim)``."""
+        ...
+
+    def guide(self, x: Tensor, *args: Tensor) -> None:
+        """The inference model q_phi(latents | x); the same latent site names as ``model``."""
+        ...
+
+
+def label_mode(model: object) -> LabelMode:
+    """How ``model`` uses labels: ``none``, ``observed`` or ``semi-supervised`` (its ``label_mode``).
+
+    :raises ValueError: for any other value.
+    """
+    mode = getattr(model, "label_mode", "none")
+    if mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def uses_labels(model: object) -> bool:
+    """Whether ``model`` takes labels ``y`` at all."""
+    return label_mode(model) != "none"
