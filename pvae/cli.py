@@ -1,4 +1,4 @@
-"""The ``pvae`` command line: ``pvae train``, ``pvae evaluate``, ``pvae graph``, ``pvae plot``.
+"""The ``pvae`` command line: ``pvae train``, ``pvae evaluate``, ``pvae graph``, ``pvae plot``, ``pvae sample``.
 
 ``pvae train`` has one flag per :class:`~pvae.config.TrainConfig` field (``z_dim`` -> ``--z-dim``).
 Errors a user can fix print one line, ``pvae: error: ...``, and exit with status 2.
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pvae", description="Variational autoencoders as Pyro programs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    tr = sub.add_parser("train", help="train a VAE by SVI and write a run folder")
+    tr = sub.add_parser("train", help="train a graphical model (a VAE, two layers, conditional, M2, your own) by SVI "
+                                      "and write a run folder")
     _add_config_flags(tr)
     tr.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
@@ -139,6 +140,14 @@ def _add_figure_commands(sub: Any) -> None:
     pl.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
     pl.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
     pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    sa = sub.add_parser("sample", help="draw images from a run's model (of one class with --label) into a PNG")
+    sa.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
+    sa.add_argument("--label", type=int, help="the class to draw, for a model with labels (default: any)")
+    sa.add_argument("--num", type=int, default=64, help="images to draw (default: 64)")
+    sa.add_argument("--out", help="folder for the figure (default: RUN)")
+    sa.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
+    sa.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
+    sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
 
 
 def _graph(args: argparse.Namespace) -> None:
@@ -147,7 +156,7 @@ def _graph(args: argparse.Namespace) -> None:
 
     if args.run is not None:
         config, state = load_run(args.run)
-        vae = rebuild_model(config, state, resolve_device("cpu"))
+        vae = rebuild_model(config, state, resolve_device("cpu"))  # any family, or a class by import path
     else:
         vae = default_vae()
     files = write_graphs(vae, args.out or args.run or ".", pdf=args.pdf)
@@ -167,6 +176,16 @@ def _plot(args: argparse.Namespace) -> None:
         print(f"skipped: {reason}")
 
 
+def _sample(args: argparse.Namespace) -> None:
+    from pvae.plots import sample_run
+
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    path = sample_run(args.run, out=args.out, label=args.label, num=args.num, data_dir=args.data_dir,
+                      device=args.device, seed=args.seed)
+    print(f"written: {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pvae`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -174,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # run folder is written atomically, so the last complete checkpoint survives either way.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        {"train": _train, "evaluate": _evaluate, "graph": _graph, "plot": _plot}[args.command](args)
+        {"train": _train, "evaluate": _evaluate, "graph": _graph, "plot": _plot, "sample": _sample}[args.command](args)
     except (ValueError, DataNotFoundError, CheckpointError, RunFolderError) as err:
         print(f"pvae: error: {err}", file=sys.stderr)
         return 2

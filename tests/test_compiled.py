@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from pvae.models.common import data_plate
 from pvae.compiled import TracedELBO, TracedELBOMismatch
 from pvae.components import build_vae
 from pvae.models import VAE
@@ -85,7 +86,7 @@ class _BranchingVAE(VAE):
     """A model whose structure depends on the data's values: it scores x only when the batch has ink."""
 
     def model(self, x: Tensor) -> None:
-        with self._data_plate(x):
+        with data_plate(x, self.num_data):
             z = pyro.sample("z", self.prior())
             logits = self.decoder(z)
             if x.sum() > 0.5 * x.numel():  # a Python branch on a tensor value

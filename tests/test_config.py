@@ -8,6 +8,7 @@ import json
 import pytest
 
 from pvae.config import ConfigError, TrainConfig
+from pvae.components import check_config
 
 CHANGED = dict(
     data_dir="/data", binarization="static", val_size=500, train_size=1000, z_dim=7, hidden=(64, 32, 16),
@@ -75,7 +76,7 @@ BAD_VALUES = [
 def test_validation_error_names_the_field(field: str, value: object) -> None:
     """An out-of-range or unknown value is a ConfigError whose message names the field and the value."""
     with pytest.raises(ConfigError) as info:
-        TrainConfig(**{field: value})
+        check_config(TrainConfig(**{field: value}))
     message = str(info.value)
     assert field in message, f"the message does not name {field!r}: {message}"
     assert str(value) in message or repr(value) in message, f"the message does not show {value!r}: {message}"

@@ -18,6 +18,7 @@ from pyro.infer import Trace_ELBO
 from pvae.cli import main
 from pvae.components import GUIDES, LIKELIHOODS, PRIORS, build_likelihood, build_vae
 from pvae.config import ConfigError, TrainConfig
+from pvae.components import check_config
 from pvae.models import VAE
 from pvae.runs import load_run, rebuild_model
 
@@ -117,7 +118,7 @@ def test_component_contract(prior: str, likelihood: str, guide: str) -> None:
 def test_an_unknown_name_lists_the_known_ones_and_the_nearest(kind: str, typo: str, suggestion: str) -> None:
     """A misspelt component is a ConfigError that suggests the nearest name and lists every known one."""
     with pytest.raises(ConfigError) as err:
-        TrainConfig(**{kind: typo})
+        check_config(TrainConfig(**{kind: typo}))
     message = str(err.value)
     assert f"did you mean {suggestion!r}" in message, message
     registry = {"prior": PRIORS, "likelihood": LIKELIHOODS, "guide": GUIDES}[kind]
@@ -129,7 +130,7 @@ def test_a_bad_argument_is_refused_with_the_expected_spelling(spec: str) -> None
     """A known name with a bad argument is a ConfigError showing how the name is spelled."""
     kind = "likelihood" if spec.startswith("gaussian") else "prior"
     with pytest.raises(ConfigError, match=r"spelled"):
-        TrainConfig(**{kind: spec})
+        check_config(TrainConfig(**{kind: spec}))
 
 
 def test_cli_records_the_choice_and_evaluate_rebuilds_that_model(

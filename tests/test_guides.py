@@ -13,7 +13,8 @@ from scipy import stats
 from torch.distributions import kl_divergence
 from torch.nn import functional as F
 
-from pvae.components import build_vae, check_analytic_kl
+from pvae.components import build_vae
+from pvae.objectives import check_objective
 from pvae.config import ConfigError, TrainConfig
 from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, central_value
 from pvae.runs import CHECKPOINT, CONFIG
@@ -141,14 +142,14 @@ def test_central_value_is_the_mean_or_the_flow_image_of_the_base_mean() -> None:
     ("flow:2", "normal", False),
 ])
 def test_meanfield_is_refused_exactly_for_pairs_without_closed_form_kl(guide: str, prior: str, analytic: bool) -> None:
-    """check_analytic_kl passes pairs torch has a KL for and refuses the rest with the way out."""
+    """check_objective passes pairs torch has a KL for and refuses the rest with the way out."""
     config = TrainConfig(guide=guide, prior=prior, z_dim=2, hidden=(8,), objective="meanfield")
     vae = build_vae(config, X_DIM, 10)
     if analytic:
-        check_analytic_kl(vae, torch.rand(2, X_DIM))
+        check_objective(config, vae, torch.rand(2, X_DIM))
     else:
         with pytest.raises(ConfigError, match="--objective trace"):
-            check_analytic_kl(vae, torch.rand(2, X_DIM), guide=guide, prior=prior)
+            check_objective(config, vae, torch.rand(2, X_DIM))
 
 
 def test_meanfield_kl_equals_the_monte_carlo_kl_for_full_covariance() -> None:

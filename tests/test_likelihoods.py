@@ -11,6 +11,7 @@ import torch
 from scipy import integrate, stats
 from torch.nn import functional as F
 
+from pvae.components import check_config
 from pvae.components import LIKELIHOODS, build_likelihood
 from pvae.config import ConfigError, TrainConfig
 from pvae.likelihoods import (
@@ -229,5 +230,5 @@ def test_data_inside_the_support_is_accepted(lik, data) -> None:  # noqa: ANN001
 def test_a_binary_likelihood_without_binarization_is_refused_by_the_config() -> None:
     """binarization 'none' with a likelihood that needs binary data is a ConfigError listing grey-level choices."""
     with pytest.raises(ConfigError, match="continuous-bernoulli.*discretized-logistic"):
-        TrainConfig(likelihood="bernoulli", binarization="none")
-    TrainConfig(likelihood="continuous-bernoulli", binarization="none")  # a grey-level likelihood is fine
+        check_config(TrainConfig(likelihood="bernoulli", binarization="none"))
+    check_config(TrainConfig(likelihood="continuous-bernoulli", binarization="none"))  # a grey-level likelihood is fine

@@ -10,6 +10,7 @@ import pyro
 import pytest
 import torch
 
+from pvae.components import check_config
 from pvae import ConfigError, RunFolderError, TrainConfig, elbo_terms, train
 from pvae.checkpoint import load_checkpoint
 from pvae.components import build_vae
@@ -186,4 +187,4 @@ def test_dynamic_binarization_redraws_each_epoch(
 def test_bernoulli_with_grey_levels_is_refused() -> None:
     """binarization none with the bernoulli likelihood is refused before any training, naming the fix."""
     with pytest.raises(ConfigError, match="bernoulli.*binarization is 'none'.*--binarization dynamic or static"):
-        TrainConfig(binarization="none", likelihood="bernoulli")
+        check_config(TrainConfig(binarization="none", likelihood="bernoulli"))
