@@ -1,19 +1,25 @@
-"""The VAE's graphical model, drawn from the code: Graphviz diagrams of the model and the guide, and a
+"""Any graphical model, drawn from the code: Graphviz diagrams of the model and the guide, and a
 figure in the style of Kingma & Welling (2014), "Auto-Encoding Variational Bayes", Figure 1.
 
-The diagrams are Pyro's own: :func:`pyro.render_model` is three steps -- trace the program and find
-its sample sites, their plates and which site's log-density depends on which
-(:func:`~pyro.infer.inspect.get_model_relations`), arrange that as a graph specification, and draw
-it with Graphviz (:func:`~pyro.infer.inspect.render_graph`). :func:`model_graph` runs the same steps
-and adds what ``render_model`` leaves out: the plate's size N beside its name, each site's event
-shape, and, for the guide, the images x it conditions on. Writing DOT source needs only the
-``graphviz`` Python package; turning it into SVG or PNG needs Graphviz's ``dot`` program (Debian:
-``apt-get install graphviz``), and without it the DOT source is still written and
-:attr:`GraphFiles.note` says how to render it. The Figure-1-style picture is plain matplotlib.
+Everything drawn is read from traces of the programs (:func:`program_structure`): the sample sites
+and which are observed, their plates and sizes N, their distributions and event shapes, and which
+site's log-density depends on which -- found, as :func:`pyro.infer.inspect.get_model_relations`
+finds it, by Pyro's provenance tracking, with the program's inputs (the guide's images x, a
+conditional model's labels y) tracked too, so that they appear as observed nodes with edges into
+the sites that read them. The diagrams are then Pyro's own: :func:`pyro.render_model` is the steps
+``get_model_relations`` -> :func:`~pyro.infer.inspect.generate_graph_specification` ->
+:func:`~pyro.infer.inspect.render_graph`, and :func:`model_graph` feeds the same last two steps,
+adding what ``render_model`` leaves out: the plate's size N beside its name, each site's event
+shape, the inputs, and dashed edges for the guide. Writing DOT source needs only the ``graphviz``
+Python package; turning it into SVG or PNG needs Graphviz's ``dot`` program (Debian: ``apt-get
+install graphviz``), and without it the DOT source is still written and :attr:`GraphFiles.note`
+says how to render it. The Figure-1-style picture is plain matplotlib, laid out from the traces.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,22 +30,38 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
 from pyro import poutine
-from pyro.infer.inspect import generate_graph_specification, get_model_relations, render_graph
+from pyro.infer.inspect import TrackProvenance, generate_graph_specification, is_sample_site, render_graph
+from pyro.ops.provenance import ProvenanceTensor, get_provenance
 from torch import Tensor
 
-from pvae.components import build_vae
+from pvae.components import build_model
 from pvae.config import TrainConfig
-from pvae.models import VAE
 from pvae.plots import DPI
+from pvae.protocol import DATA_PLATE, GraphicalModel, label_mode
+from pvae.traces import image_site, is_discrete
 
 if TYPE_CHECKING:
     import graphviz
 
-__all__ = ["GraphFiles", "model_graph", "graph_source", "plot_graphical_model", "write_graphs", "default_vae"]
+__all__ = [
+    "GraphFiles",
+    "ProgramStructure",
+    "GraphStructure",
+    "program_structure",
+    "graph_structure",
+    "model_graph",
+    "graph_source",
+    "plot_graphical_model",
+    "write_graphs",
+    "default_model",
+    "default_vae",
+]
 
 Program = Literal["model", "guide"]
 # MNIST, Fashion-MNIST and KMNIST alike: 60,000 training images of 28 x 28 pixels.
 TRAIN_IMAGES, IMAGE_PIXELS = 60_000, 28 * 28
+# What the protocol's arguments hold, for the diagrams' legends.
+INPUT_MEANING = {"x": "the images", "y": "the labels"}
 
 
 @dataclass
@@ -53,122 +75,396 @@ class GraphFiles:
     note: str | None = None
 
 
-def default_vae(config: TrainConfig | None = None) -> VAE:
-    """The untrained VAE that ``config`` describes (default: ``pvae train``'s defaults), sized for the
-    28 x 28 datasets without loading any: enough to draw its graphical model."""
+@dataclass(frozen=True)
+class ProgramStructure:
+    """The graphical structure of one program (model or guide), read from its trace.
+
+    Nodes are the program's inputs that some site depends on (arguments it receives rather than
+    samples, e.g. the guide's x), then its sample sites in program order.
+
+    :param program: ``"model"`` or ``"guide"``.
+    :param nodes: every node, inputs first.
+    :param inputs: the nodes that are arguments of the program, not sample sites.
+    :param observed: the observed sample sites.
+    :param parents: for each node, the nodes its log-density depends on (none for inputs).
+    :param distribution: each sample site's distribution name (``"input"`` for inputs).
+    :param event_shape: each sample site's event shape.
+    :param num_values: the size of the support of each discrete sample site.
+    :param plates: each plate's nodes (an input lies in the plates of all the sites reading it).
+    :param plate_size: each plate's size (N for the data plate, not the traced batch).
+    :param image: the model's observed site holding the images x (``None`` for the guide).
+    """
+
+    program: Program
+    nodes: list[str]
+    inputs: list[str]
+    observed: list[str]
+    parents: dict[str, list[str]]
+    distribution: dict[str, str]
+    event_shape: dict[str, tuple[int, ...]]
+    num_values: dict[str, int]
+    plates: dict[str, list[str]]
+    plate_size: dict[str, int]
+    image: str | None = None
+
+    @property
+    def sites(self) -> list[str]:
+        """The sample sites, in program order."""
+        return [name for name in self.nodes if name not in self.inputs]
+
+    @property
+    def latent(self) -> list[str]:
+        """The latent (not observed) sample sites, in program order."""
+        return [name for name in self.sites if name not in self.observed]
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """``(a, b)`` for each dependence of b's log-density on a."""
+        return [(parent, name) for name in self.nodes for parent in self.parents[name]]
+
+    def relations(self) -> dict[str, Any]:
+        """The structure in the format of :func:`pyro.infer.inspect.get_model_relations` (inputs as
+        observed nodes), for :func:`~pyro.infer.inspect.generate_graph_specification`."""
+        return {
+            "sample_sample": dict(self.parents),
+            "sample_param": {name: [] for name in self.nodes},
+            "sample_dist": dict(self.distribution),
+            "param_constraint": {},
+            "plate_sample": {plate: list(names) for plate, names in self.plates.items()},
+            "observed": [name for name in self.nodes if name in self.inputs or name in self.observed],
+        }
+
+
+@dataclass(frozen=True)
+class GraphStructure:
+    """A model's and its guide's :class:`ProgramStructure`: all that :func:`plot_graphical_model` draws."""
+
+    model: ProgramStructure
+    guide: ProgramStructure
+
+
+def default_model(config: TrainConfig | None = None) -> GraphicalModel:
+    """The untrained model that ``config`` describes, any family (default: ``pvae train``'s
+    defaults, a VAE), sized for the 28 x 28 datasets without loading any: enough to draw its
+    graphical model. For M2, ``config.labels`` (e.g. ``TrainConfig(model="m2", labels=100)``) sets N_l.
+
+    :raises ConfigError: for a configuration :func:`pvae.components.build_model` refuses.
+    """
     config = config if config is not None else TrainConfig()
     num_data = config.train_size if config.train_size is not None else TRAIN_IMAGES - config.val_size
-    return build_vae(config, IMAGE_PIXELS, num_data)
+    return build_model(config, IMAGE_PIXELS, num_data)
 
 
-def _sites(fn: Any, x: Tensor) -> dict[str, Any]:
-    # Reading the program's structure needs no gradients, and the placeholder images need not lie in
-    # the likelihood's support.
-    with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
-        trace = poutine.trace(fn).get_trace(x)
-    return {name: site for name, site in trace.nodes.items() if site["type"] == "sample"}
+# The name ``pvae graph`` has always used; every family is built.
+default_vae = default_model
 
 
-def model_graph(vae: VAE, program: Program = "model", *, x: Tensor | None = None) -> graphviz.Digraph:
-    """The graphical model of ``vae.model`` or ``vae.guide``, drawn by Pyro's renderer.
+def _arguments(model: Any, x: Tensor | None, y: Tensor | None) -> dict[str, Tensor]:
+    """The inputs to trace the programs with, by argument name: the images, and labels when the
+    model is conditioned on them (a semi-supervised model is traced with y latent unless given)."""
+    mode = label_mode(model)
+    if y is not None and mode == "none":
+        raise ValueError(f"expected no labels y for a model with label_mode 'none' ({type(model).__name__}), "
+                         f"got a tensor of shape {tuple(y.shape)}; drop y")
+    if x is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu")) if hasattr(model, "parameters") else None
+        # Two blank images: only shapes matter, and a batch of two keeps batch and event dims apart.
+        x = torch.zeros(2, model.x_dim, device=device)
+    if y is None and mode == "observed":
+        y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    return {"x": x} if y is None else {"x": x, "y": y}
 
-    Sample sites are ellipses (observed ones grey), each plate a box labelled with its name and size
-    N, an edge ``a -> b`` means b's distribution depends on a, and a text node lists each site's
-    distribution and event shape. The guide receives x as an argument rather than sampling it, so
-    Pyro's analysis finds no x there; it is added as a grey node with a dashed edge into each latent
-    site, as in Kingma & Welling (2014), Figure 1. In a notebook the returned object displays itself.
 
-    :param program: ``"model"`` (p_theta(z) p_theta(x|z)) or ``"guide"`` (q_phi(z|x)).
-    :param x: images ``(batch, x_dim)`` to trace the program with; only their shape matters.
-        Default: two blank images.
-    :returns: a ``graphviz.Digraph`` (its ``.source`` is the DOT text).
+def _sample_sites(trace: poutine.Trace) -> dict[str, dict[str, Any]]:
+    # Pyro's own choice of what a graph shows: no subsample sites, no Delta sites, no masked-out observations.
+    return {name: site for name, site in trace.nodes.items() if is_sample_site(site)}
+
+
+def program_structure(
+    model: GraphicalModel, program: Program = "model", *, x: Tensor | None = None, y: Tensor | None = None
+) -> ProgramStructure:
+    """Read the graph of ``model.model`` or ``model.guide`` from two traces of it.
+
+    A plain trace finds the sample sites; an argument the program observes at one of its sites
+    (the model's x) is that site, every other argument is an input. A second trace, under Pyro's
+    :class:`~pyro.infer.inspect.TrackProvenance`, with each input wrapped as a
+    :class:`~pyro.ops.provenance.ProvenanceTensor` named after it, says which sites and inputs each
+    site's log-density depends on, as :func:`~pyro.infer.inspect.get_model_relations` does for
+    sites alone (it would fail on a provenance that names no site).
+
+    :param program: ``"model"`` or ``"guide"``.
+    :param x: images ``(batch, x_dim)`` to trace with; only their shape matters. Default: two blank images.
+    :param y: classes ``(batch,)``. Default: zeros for a model with ``label_mode`` ``"observed"``;
+        none for ``"semi-supervised"``, so that its label site is latent (drawn as in Kingma et al. 2014).
+    :raises ValueError: for an unknown program, or labels for a model that takes none.
     """
     if program not in ("model", "guide"):
         raise ValueError(f"expected program 'model' or 'guide', got {program!r}")
-    x = torch.zeros(2, vae.x_dim) if x is None else x
-    fn = vae.model if program == "model" else vae.guide
-    spec = generate_graph_specification(get_model_relations(fn, (x,)))
-    sites = _sites(fn, x)
-    sizes = {f.name: f.full_size if f.full_size is not None else f.size for s in sites.values() for f in s["cond_indep_stack"]}
+    arguments = _arguments(model, x, y)
+    fn = getattr(model, program)
+    # Reading the structure needs no gradients, must not move the global RNG, and the placeholder
+    # images need not lie in the likelihood's support.
+    with torch.random.fork_rng(), torch.no_grad(), pyro.validation_enabled(False), poutine.block():
+        plain = poutine.trace(fn).get_trace(*arguments.values())
+        candidates = [name for name in arguments if name not in _sample_sites(plain)]
+        tracked = [ProvenanceTensor(value, frozenset({name})) if name in candidates else value
+                   for name, value in arguments.items()]
+        with TrackProvenance():
+            trace = poutine.trace(fn).get_trace(*tracked)
+    sites = _sample_sites(trace)
+    parents: dict[str, list[str]] = {}
+    for name, site in sites.items():
+        # TrackProvenance gives each sampled value the provenance of its own site only, so a
+        # log-density's provenance names its direct parents (and itself, through the value).
+        provenance = get_provenance(site["fn"].log_prob(site["value"]))
+        parents[name] = [n for n in (*candidates, *sites) if n in provenance and n != name]
+    inputs = [name for name in candidates if any(name in p for p in parents.values())]
+    plates: dict[str, list[str]] = {}
+    plate_size: dict[str, int] = {}
+    for name, site in sites.items():
+        for frame in site["cond_indep_stack"]:
+            plates.setdefault(frame.name, []).append(name)
+            plate_size[frame.name] = frame.full_size if frame.full_size is not None else frame.size
+    for name in reversed(inputs):
+        children = [site for site in sites if name in parents[site]]
+        # An input is one value per image: it lies in every plate around all the sites that read it.
+        for plate, members in plates.items():
+            if all(child in members for child in children):
+                members.insert(0, name)
+    image = None
+    if program == "model":
+        try:
+            image = image_site(plain, arguments["x"])
+        except ValueError:
+            image = None  # a model that reshapes x before observing it: laid out by depth alone
+    return ProgramStructure(
+        program=program,
+        nodes=[*inputs, *sites],
+        inputs=inputs,
+        observed=[name for name, site in sites.items() if site["is_observed"]],
+        parents={**{name: [] for name in inputs}, **parents},
+        distribution={**{name: "input" for name in inputs}, **{n: _dist_name(s["fn"]) for n, s in sites.items()}},
+        event_shape={name: tuple(site["fn"].event_shape) for name, site in sites.items()},
+        num_values={name: int(site["fn"].enumerate_support(expand=False).shape[0])
+                    for name, site in sites.items() if is_discrete(site)},
+        plates=plates,
+        plate_size=plate_size,
+        image=image,
+    )
+
+
+def _dist_name(fn: Any) -> str:
+    # Pyro's naming: the distribution inside the wrappers that plates and .to_event() add.
+    while isinstance(fn, (pyro.distributions.Independent, pyro.distributions.ExpandedDistribution,
+                          pyro.distributions.MaskedDistribution)):
+        fn = fn.base_dist
+    return type(fn).__name__
+
+
+def graph_structure(model: GraphicalModel, *, x: Tensor | None = None, y: Tensor | None = None) -> GraphStructure:
+    """The :class:`ProgramStructure` of ``model.model`` and of ``model.guide`` (parameters as in
+    :func:`program_structure`)."""
+    return GraphStructure(program_structure(model, "model", x=x, y=y), program_structure(model, "guide", x=x, y=y))
+
+
+def _factorization(structure: ProgramStructure, *, math: bool = False) -> str:
+    """``p_theta(z) p_theta(x|z)`` for a model, ``q_phi(z|x)`` for a guide (TeX with ``math``)."""
+    density = ("p_\\theta" if math else "p_theta") if structure.program == "model" else ("q_\\phi" if math else "q_phi")
+    name = _tex if math else str
+    bar, comma, gap = ("\\,|\\,", ",\\,", "\\,") if math else ("|", ",", " ")
+    terms = []
+    for site in structure.sites:
+        given = comma.join(name(p) for p in structure.parents[site])
+        terms.append(f"{density}({name(site)}{bar + given if given else ''})")
+    return gap.join(terms)
+
+
+def _digraph(structure: ProgramStructure) -> graphviz.Digraph:
+    spec = generate_graph_specification(structure.relations())
+    sizes = structure.plate_size
     # Pyro labels a plate with its name only; the name is also the plate's key, so renaming the key
     # puts N on the drawing.
     label = {p: f"{p}, N = {sizes[p]}" if p in sizes else p for p in spec["plate_groups"] if p is not None}
     spec["plate_groups"] = {label.get(p, p): names for p, names in spec["plate_groups"].items()}  # type: ignore[arg-type]
     spec["plate_data"] = {label[p]: {"parent": label.get(d["parent"], d["parent"])} for p, d in spec["plate_data"].items()}
-    lines = [f"{name} ~ {spec['node_data'][name]['distribution']}, event shape {tuple(sites[name]['fn'].event_shape)}"
-             for name in spec["node_data"]]
-    latent = [name for name, data in spec["node_data"].items() if not data["is_observed"]]
-    if program == "guide":
-        plate = next((p for p, names in spec["plate_groups"].items() if p is not None and set(latent) <= set(names)), None)
-        spec["plate_groups"].setdefault(plate, []).insert(0, "x")
-        spec["node_data"]["x"] = {"is_observed": True, "distribution": "input"}
-        lines.insert(0, "x: the images, the guide's input")
+    lines = [f"{name}: {INPUT_MEANING.get(name, 'an argument')}, the {structure.program}'s input" for name in structure.inputs]
+    lines += [f"{name} ~ {structure.distribution[name]}, event shape {structure.event_shape[name]}" for name in structure.sites]
+    guide = structure.program == "guide"
+    if guide:
+        # q_phi's dependencies are drawn dashed, as in Kingma & Welling (2014), Figure 1.
+        spec["edge_list"] = []
     graph = render_graph(spec, render_distributions=False)
-    if program == "guide":
-        for name in latent:
-            graph.edge("x", name, style="dashed")
+    if guide:
+        for source, target in structure.edges:
+            graph.edge(source, target, style="dashed")
     graph.node("distributions", label="".join(line + "\\l" for line in lines), shape="plaintext")
-    title = "model: p_theta(z) p_theta(x|z)" if program == "model" else "guide: q_phi(z|x)"
-    graph.attr(label=title, labelloc="t")
+    graph.attr(label=f"{structure.program}: {_factorization(structure)}", labelloc="t")
     return graph
 
 
-def graph_source(vae: VAE, program: Program = "model", *, x: Tensor | None = None) -> str:
+def model_graph(
+    model: GraphicalModel, program: Program = "model", *, x: Tensor | None = None, y: Tensor | None = None
+) -> graphviz.Digraph:
+    """The graphical model of ``model.model`` or ``model.guide``, drawn by Pyro's renderer.
+
+    Sample sites are ellipses (observed ones grey), each plate a box labelled with its name and size
+    N, an edge ``a -> b`` means b's distribution depends on a (dashed in the guide), and a text node
+    lists each site's distribution and event shape. Arguments the program receives rather than
+    samples (the guide's images x; a conditional model's labels y) are grey nodes too, with edges
+    into the sites that read them, as in Kingma & Welling (2014), Figure 1. In a notebook the
+    returned object displays itself.
+
+    :param program: ``"model"`` (e.g. p_theta(z) p_theta(x|z)) or ``"guide"`` (e.g. q_phi(z|x)).
+    :param x: images ``(batch, x_dim)`` to trace the program with; only their shape matters.
+        Default: two blank images.
+    :param y: classes ``(batch,)`` (see :func:`program_structure` for the default).
+    :returns: a ``graphviz.Digraph`` (its ``.source`` is the DOT text).
+    """
+    return _digraph(program_structure(model, program, x=x, y=y))
+
+
+def graph_source(
+    model: GraphicalModel, program: Program = "model", *, x: Tensor | None = None, y: Tensor | None = None
+) -> str:
     """The DOT text of :func:`model_graph` (same parameters)."""
-    return model_graph(vae, program, x=x).source
+    return model_graph(model, program, x=x, y=y).source
 
 
-def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], *, dashed: bool, rad: float = 0.0) -> None:
+# The picture's geometry, in axes units of half an inch.
+NODE_RADIUS, ROW_GAP, COLUMN_GAP = 0.55, 3.0, 3.2
+UNITS_PER_INCH = 2.0
+
+
+def _tex(name: str) -> str:
+    """A site name as mathtext: ``z1`` -> ``z_{1}``, ``x`` -> ``x``, anything else upright."""
+    found = re.fullmatch(r"([A-Za-z])_?(\d+)", name)
+    if found is not None:
+        return f"{found.group(1)}_{{{found.group(2)}}}"
+    if re.fullmatch(r"[A-Za-z]", name):
+        return name
+    return "\\mathrm{" + name.replace("_", "\\_") + "}"
+
+
+def _layout(structure: ProgramStructure) -> dict[str, tuple[float, float]]:
+    """Node centres: one row per depth in the model's graph (roots on top, the image site alone at
+    the bottom), the nodes of a row side by side and centred."""
+    if not structure.nodes:
+        raise ValueError("the model has no sample sites to draw")
+    depth: dict[str, int] = {}
+    for name in structure.nodes:  # parents come first: inputs, then sites in program order
+        depth[name] = 1 + max((depth[p] for p in structure.parents[name]), default=-1)
+    image = structure.image
+    if image is not None and len(depth) > 1:
+        depth[image] = 1 + max(d for n, d in depth.items() if n != image)
+    centre: dict[str, tuple[float, float]] = {}
+    order = [*structure.sites, *structure.inputs]
+    for row in range(max(depth.values()) + 1):
+        names = [name for name in order if depth[name] == row]
+        # A node below the top row goes near its parents' mean column, which keeps arrows short and uncrossed.
+        names.sort(key=lambda n: sum(centre[p][0] for p in structure.parents[n]) / max(len(structure.parents[n]), 1))
+        for column, name in enumerate(names):
+            centre[name] = ((column - (len(names) - 1) / 2) * COLUMN_GAP, -row * ROW_GAP)
+    return centre
+
+
+def _size_text(structure: ProgramStructure, name: str) -> str:
+    if name in structure.num_values:
+        return f"{structure.num_values[name]} values"
+    shape = structure.event_shape[name]
+    return f"{shape[0] if shape else 1}-dim" if len(shape) <= 1 else " x ".join(map(str, shape))
+
+
+def _arrow(ax: Axes, start: Circle, end: Circle, *, dashed: bool, rad: float = 0.0) -> None:
+    # Centre to centre, clipped where the path leaves and enters the two circles.
     ax.add_patch(FancyArrowPatch(
-        start, end, arrowstyle="-|>", mutation_scale=16, lw=1.6, color="black",
-        linestyle=(0, (4, 3)) if dashed else "-", connectionstyle=f"arc3,rad={rad}", shrinkA=0, shrinkB=0,
+        start.center, end.center, patchA=start, patchB=end, arrowstyle="-|>", mutation_scale=16, lw=1.6,
+        color="black", linestyle=(0, (4, 3)) if dashed else "-", connectionstyle=f"arc3,rad={rad}",
+        shrinkA=0, shrinkB=1, zorder=2,
     ))
 
 
-def plot_graphical_model(
-    path: str | Path, *, num_data: int | None = None, z_dim: int | None = None, pdf: bool = False
-) -> list[Path]:
-    """The VAE's directed graphical model in the style of Kingma & Welling (2014), Figure 1.
+def _plate_boxes(structure: ProgramStructure, centre: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float, float, float]]:
+    """``(left, bottom, right, top)`` of each plate around its nodes, outer plates around inner ones."""
+    boxes = {}
+    for plate, members in structure.plates.items():
+        inner = sum(1 for other, names in structure.plates.items() if other != plate and set(names) < set(members))
+        # Room beside the nodes for the guide's curved arrows and the latent sizes, below for the N.
+        side, top, bottom = 1.5 + 0.4 * inner, 0.9 + 0.4 * inner, 1.0 + 0.4 * inner
+        xs, ys = [centre[n][0] for n in members], [centre[n][1] for n in members]
+        boxes[plate] = (min(xs) - NODE_RADIUS - side, min(ys) - NODE_RADIUS - bottom,
+                        max(xs) + NODE_RADIUS + side, max(ys) + NODE_RADIUS + top)
+    return boxes
 
-    Solid arrows: the generative model p_theta(z) p_theta(x|z) (:meth:`pvae.VAE.model`); dashed
-    arrows: the variational approximation q_phi(z|x) (:meth:`pvae.VAE.guide`); the plate repeats
-    z and x for each of the N images; theta and phi are the decoder's and encoder's weights.
 
-    :param num_data: N, written on the plate when given. :param z_dim: m, written beside z when given.
+def plot_graphical_model(model: GraphicalModel | GraphStructure, path: str | Path, *, pdf: bool = False) -> list[Path]:
+    """A model's directed graphical model in the style of Kingma & Welling (2014), Figure 1, laid
+    out from its traces (:func:`graph_structure`).
+
+    Circles are the model's sample sites and inputs (observed ones grey), one row per depth in the
+    model's graph (roots on top, the image site at the bottom), with the latent sites' sizes beside
+    them. Solid arrows: the generative model's dependencies (``model.model``); dashed, curved arrows:
+    the guide's (``model.guide``, from its inputs too); theta and phi are the model's and the guide's
+    parameters, and the plate repeats its nodes for each of the N images. A VAE gives the paper's
+    z -> x figure.
+
+    :param model: the model, or its structure from :func:`graph_structure` (then nothing is traced).
     :param pdf: also write the figure as PDF beside the PNG.
     :returns: the files written (PNG, then PDF).
     """
     path = Path(path)
-    fig = Figure(figsize=(5.0, 4.0), dpi=DPI)
-    ax = fig.subplots()
-    ax.set_xlim(0, 10)
-    ax.set_ylim(0, 8)
+    structure = model if isinstance(model, GraphStructure) else graph_structure(model)
+    p, q = structure.model, structure.guide
+    centre = _layout(p)
+    r = NODE_RADIUS
+    boxes = _plate_boxes(p, centre)
+    xs, ys = [c[0] for c in centre.values()], [c[1] for c in centre.values()]
+    left = min([min(xs) - r - 1.5, *(b[0] for b in boxes.values())])
+    right = max([max(xs) + r + 1.5, *(b[2] for b in boxes.values())])
+    bottom = min([min(ys) - r - 1.0, *(b[1] for b in boxes.values())])
+    top = max([max(ys) + r + 0.9, *(b[3] for b in boxes.values())])
+    theta, phi = (right + 1.3, max(ys)), (left - 1.3, max(ys))
+    # 5 x 4 inches at the least (the paper's proportions for z -> x), wider and taller for more nodes.
+    lo_x, hi_x, lo_y, hi_y = phi[0] - 0.8, theta[0] + 0.8, bottom - 1.6, top + 0.8
+    width = max(5.0, (hi_x - lo_x) / UNITS_PER_INCH)
+    height = max(4.0, (hi_y - lo_y) / UNITS_PER_INCH)
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    mid_x, mid_y = (lo_x + hi_x) / 2, (lo_y + hi_y) / 2
+    ax.set_xlim(mid_x - width * UNITS_PER_INCH / 2, mid_x + width * UNITS_PER_INCH / 2)
+    ax.set_ylim(mid_y - height * UNITS_PER_INCH / 2, mid_y + height * UNITS_PER_INCH / 2)
     ax.set_aspect("equal")
     ax.axis("off")
-    r = 0.55
-    z, x = (5.0, 5.2), (5.0, 2.2)
-    theta, phi = (8.4, 5.2), (1.6, 5.2)
-    ax.add_patch(Rectangle((3.0, 0.9), 4.3, 6.0, fill=False, lw=1.4))
-    ax.text(7.1, 1.05, "N" if num_data is None else f"N = {num_data:,}", ha="right", va="bottom", fontsize=11)
-    ax.add_patch(Circle(z, r, facecolor="white", edgecolor="black", lw=1.6, zorder=3))
-    ax.add_patch(Circle(x, r, facecolor="0.75", edgecolor="black", lw=1.6, zorder=3))
-    ax.text(*z, "$z$", ha="center", va="center", fontsize=16, zorder=4)
-    ax.text(*x, "$x$", ha="center", va="center", fontsize=16, zorder=4)
-    if z_dim is not None:
-        ax.text(z[0] + r + 0.15, z[1] + r, f"m = {z_dim}", fontsize=9, va="bottom")
-    for name, (px, py) in ((r"$\theta$", theta), (r"$\phi$", phi)):
-        ax.add_patch(Circle((px, py), 0.12, color="black", zorder=3))
-        ax.text(px, py + 0.35, name, ha="center", va="bottom", fontsize=15)
-    # generative model, solid
-    _arrow(ax, (z[0], z[1] - r), (x[0], x[1] + r), dashed=False)
-    _arrow(ax, (theta[0] - 0.15, theta[1]), (z[0] + r, z[1]), dashed=False)
-    _arrow(ax, (theta[0] - 0.1, theta[1] - 0.1), (x[0] + r * 0.75, x[1] + r * 0.65), dashed=False)
-    # inference model, dashed: x -> z bends left of the solid z -> x, as in the paper
-    _arrow(ax, (x[0] - r * 0.75, x[1] + r * 0.65), (z[0] - r * 0.75, z[1] - r * 0.65), dashed=True, rad=-0.45)
-    _arrow(ax, (phi[0] + 0.15, phi[1]), (z[0] - r, z[1]), dashed=True)
-    ax.text(5.0, 0.45, r"solid: $p_\theta(z)\,p_\theta(x\,|\,z)$ (VAE.model)      dashed: $q_\phi(z\,|\,x)$ (VAE.guide)",
-            ha="center", va="center", fontsize=8)
-    fig.tight_layout()
+    for plate, (x0, y0, x1, y1) in boxes.items():
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.4))
+        size = p.plate_size[plate]
+        ax.text(x1 - 0.2, y0 + 0.15, f"N = {size:,}" if plate == DATA_PLATE else f"{plate}: {size:,}",
+                ha="right", va="bottom", fontsize=11)
+    circles: dict[str, Circle] = {}
+    for name, (cx, cy) in centre.items():
+        grey = name in p.observed or name in p.inputs
+        circles[name] = Circle((cx, cy), r, facecolor="0.75" if grey else "white", edgecolor="black", lw=1.6, zorder=3)
+        ax.add_patch(circles[name])
+        ax.text(cx, cy, f"${_tex(name)}$", ha="center", va="center", fontsize=16 if len(name) <= 2 else 10, zorder=4)
+        if name in p.latent:
+            ax.text(cx + r * 0.8 + 0.1, cy + r * 0.8, _size_text(p, name), fontsize=9, va="bottom")
+    dots = {}
+    for label, (px, py) in ((r"$\theta$", theta), (r"$\phi$", phi)):
+        dots[label] = Circle((px, py), 0.12, color="black", zorder=3)
+        ax.add_patch(dots[label])
+        ax.text(px, py + 0.35, label, ha="center", va="bottom", fontsize=15)
+    for source, target in p.edges:
+        _arrow(ax, circles[source], circles[target], dashed=False)
+    for name in p.sites:
+        _arrow(ax, dots[r"$\theta$"], circles[name], dashed=False)
+    # The guide's arrows bend away from the straight ones of the model, as in the paper.
+    for source, target in q.edges:
+        if source in circles and target in circles:
+            _arrow(ax, circles[source], circles[target], dashed=True, rad=-0.45)
+    for name in q.latent:
+        if name in circles:
+            _arrow(ax, dots[r"$\phi$"], circles[name], dashed=True)
+    ax.text(mid_x, bottom - 0.55, f"solid: ${_factorization(p, math=True)}$ (model)", ha="center", va="center", fontsize=8)
+    ax.text(mid_x, bottom - 1.15, f"dashed: ${_factorization(q, math=True)}$ (guide)", ha="center", va="center", fontsize=8)
     written = [path]
     fig.savefig(path)
     if pdf:
@@ -177,12 +473,13 @@ def plot_graphical_model(
     return written
 
 
-def write_graphs(vae: VAE, out: str | Path, *, pdf: bool = False) -> GraphFiles:
+def write_graphs(model: GraphicalModel, out: str | Path, *, pdf: bool = False) -> GraphFiles:
     """Write the model's and the guide's diagrams and the Figure-1-style picture into ``out``.
 
     Files: ``model.dot``, ``guide.dot`` (always), ``model.svg``/``.png`` and ``guide.svg``/``.png``
     (when Graphviz's ``dot`` program is installed), ``graphical_model.png`` (and ``.pdf`` with ``pdf``).
 
+    :param model: any :class:`~pvae.protocol.GraphicalModel`.
     :returns: the paths written, and in ``note`` how to render the DOT files when ``dot`` is missing.
     """
     import graphviz
@@ -190,8 +487,9 @@ def write_graphs(vae: VAE, out: str | Path, *, pdf: bool = False) -> GraphFiles:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = GraphFiles()
-    for program in ("model", "guide"):
-        graph = model_graph(vae, program)
+    structure = graph_structure(model)
+    for program, part in (("model", structure.model), ("guide", structure.guide)):
+        graph = _digraph(part)
         dot_path = out / f"{program}.dot"
         dot_path.write_text(graph.source)
         files.dot.append(dot_path)
@@ -201,7 +499,7 @@ def write_graphs(vae: VAE, out: str | Path, *, pdf: bool = False) -> GraphFiles:
             commands = "; ".join(f"dot -Tpng {p} -o {p.with_suffix('.png')}" for p in (out / "model.dot", out / "guide.dot"))
             files.note = (f"Graphviz's dot program was not found, so only the DOT sources were written. Install it "
                           f"(Debian/Ubuntu: sudo apt-get install graphviz) and run: {commands}")
-    files.figure = plot_graphical_model(out / "graphical_model.png", num_data=vae.num_data, z_dim=vae.z_dim, pdf=pdf)
+    files.figure = plot_graphical_model(structure, out / "graphical_model.png", pdf=pdf)
     return files
 
 

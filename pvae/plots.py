@@ -1,18 +1,27 @@
 """Figures of a run: what the model learned, as plain matplotlib files (PNG, and PDF on request).
 
+Every figure reads what it needs from the model's traces (which sites are latent, which continuous,
+which holds the images; :mod:`pvae.traces`, :mod:`pvae.predictive`), so it draws any graphical model
+of :mod:`pvae.models` or one of your own:
+
 * training curves (:func:`plot_training_curves`);
 * test images beside reconstructions, samples from the prior, interpolations in latent space;
-* the latent space: posterior means coloured by label (:func:`plot_latent_space`) and, for m <= 2,
-  the decoded manifold (:func:`plot_manifold`; Kingma & Welling 2014, Figure 4);
-* for m <= 2, the true posterior p(z|x), normalized on a grid, beside q(z|x) (:func:`plot_posteriors`);
+* the latent space: central values under the guide coloured by label, one panel per continuous
+  latent site (:func:`plot_latent_space`);
+* for a model with labels, the class grid: one row per class, the style shared down each column
+  (:func:`plot_class_grid`);
+* for a model of one continuous latent site of 1 or 2 dimensions and no labels, the decoded
+  manifold (:func:`plot_manifold`; Kingma & Welling 2014, Figure 4) and the true posterior p(z|x),
+  normalized on a grid, beside q(z|x) (:func:`plot_posteriors`);
 * per image, the ELBO against log p(x) and the importance sampler's effective sample size, from a
   run's ``per_image.csv`` (:func:`plot_elbo_vs_log_px`, :func:`plot_ess_histogram`).
 
 Plotting lives here and never inside the training loop; every ``plot_*`` function takes a model or
 numbers, writes one figure and returns the PNG's path (with ``pdf=True`` a PDF is written beside
-it). :func:`plot_run` draws them all for a run folder, as ``pvae plot RUN`` does. All log-densities
-are in nats. Figures are ``matplotlib.figure.Figure`` objects, never pyplot's global state, so
-importing pvae leaves a notebook's or script's matplotlib backend alone.
+it). :func:`plot_run` draws them all for a run folder, as ``pvae plot RUN`` does, and
+:func:`sample_run` draws samples of a run (``pvae sample RUN``). All log-densities are in nats.
+Figures are ``matplotlib.figure.Figure`` objects, never pyplot's global state, so importing pvae
+leaves a notebook's or script's matplotlib backend alone.
 """
 
 from __future__ import annotations
@@ -23,34 +32,42 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pyro
 import torch
 from matplotlib.figure import Figure
+from pyro import poutine
+from pyro.poutine import Trace
+from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from pvae.data import ImageData, fixed_eval_set
+from pvae.devices import forked_rng, resolve_device
 from pvae.evaluate import elbo_terms
-from pvae.guides import central_value
-from pvae.models import VAE
-from pvae.predictive import generate, reconstruct
+from pvae.predictive import central_latents, continuous_latents, decode, generate, label_args, reconstruct
 from pvae.protocol import GraphicalModel, label_mode
+from pvae.traces import PARTICLES, is_discrete, sample_sites, site_log_prob, sum_sites
 
 __all__ = [
     "DPI",
     "PosteriorGrid",
     "RunFigures",
+    "grid_site",
     "posterior_on_grid",
     "plot_training_curves",
     "plot_reconstructions",
     "plot_samples",
     "plot_interpolations",
     "plot_latent_space",
+    "plot_class_grid",
     "plot_manifold",
     "plot_posteriors",
     "plot_elbo_vs_log_px",
     "plot_ess_histogram",
     "read_per_image_csv",
     "plot_run",
+    "sample_run",
     "save_run_figures",
 ]
 
@@ -132,83 +149,182 @@ def plot_reconstructions(
 
 
 def plot_samples(
-    vae: GraphicalModel, image_shape: tuple[int, int], path: str | Path, n: int = 64, *, pdf: bool = False
+    vae: GraphicalModel, image_shape: tuple[int, int], path: str | Path, n: int = 64, *, y: Tensor | None = None,
+    pdf: bool = False,
 ) -> Path:
-    """Means of the image site for ``floor(sqrt(n))**2`` draws of the latents from the model's prior,
-    in a square (a model conditioned on labels: row r has class r mod C)."""
-    rows = int(n**0.5)
-    y = None
-    if label_mode(vae) == "observed":
-        y = torch.arange(rows, device=next(vae.parameters()).device).repeat_interleave(rows) % vae.num_classes  # type: ignore[attr-defined]
-    return _save_image(_grid(generate(vae, rows * rows, y), image_shape, rows=rows), path,
-                       "E[x | latents], latents ~ their prior", pdf)
+    """Means of the image site for ``n`` draws of the latents from the model's prior, row by row in
+    ``floor(sqrt(n))`` rows (the last one padded with black).
+
+    :param y: the class of each draw ``(n,)``, for a model with labels; ``None``: for a model
+        conditioned on labels row r has class r mod C, for M2 y is drawn from its prior too.
+    """
+    if n < 1:
+        raise ValueError(f"expected n >= 1 samples, got {n}")
+    rows = math.isqrt(n)
+    cols = -(-n // rows)
+    device = _device(vae)
+    if y is None and label_mode(vae) == "observed":
+        y = (torch.arange(n, device=device) // cols) % vae.num_classes  # type: ignore[attr-defined]
+    if y is not None and y.shape != (n,):
+        raise ValueError(f"expected one class per sample, shape ({n},), got {tuple(y.shape)}")
+    images = generate(vae, n, y, device=device)
+    images = torch.cat([images, images.new_zeros(rows * cols - n, images.shape[1])])
+    classes = None if y is None else y.unique()
+    given = f", y = {int(classes[0])}" if classes is not None and len(classes) == 1 else ""
+    return _save_image(_grid(images, image_shape, rows=rows), path, f"E[x | latents{given}], latents ~ their prior", pdf)
+
+
+def _device(model: GraphicalModel) -> torch.device:
+    return next(model.parameters()).device  # type: ignore[attr-defined,no-any-return]
+
+
+def _dtype(model: GraphicalModel) -> torch.dtype:
+    return next(model.parameters()).dtype  # type: ignore[attr-defined,no-any-return]
+
+
+def _prior_trace(model: GraphicalModel, num: int, y: Tensor | None = None, *, like: Tensor | None = None) -> Trace:
+    """The model run forward for ``num`` placeholder images: every latent site drawn from the model
+    itself, so from its prior. The placeholder is observed at the image site but never read, since
+    no site comes after the images. :param like: a tensor giving device and dtype (default: the model's)."""
+    device, dtype = (like.device, like.dtype) if like is not None else (_device(model), _dtype(model))
+    placeholder = torch.zeros(num, model.x_dim, device=device, dtype=dtype)
+    with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+        trace = poutine.trace(model.model).get_trace(placeholder, *label_args(model, y))
+    return prune_subsample_sites(trace)
+
+
+def _latents(trace: Trace) -> dict[str, dict[str, Any]]:
+    return {name: site for name, site in sample_sites(trace).items() if not site["is_observed"]}
 
 
 @torch.no_grad()
 def plot_interpolations(
-    vae: VAE, x: Tensor, image_shape: tuple[int, int], path: str | Path, *, steps: int = 10, pdf: bool = False
+    vae: GraphicalModel, x: Tensor, image_shape: tuple[int, int], path: str | Path, *, y: Tensor | None = None,
+    steps: int = 10, pdf: bool = False,
 ) -> Path:
     """Walks in latent space between pairs of test images: one row per pair (x[0], x[1]), (x[2], x[3]), ...
 
-    Each row shows image a, then E[x|z] for ``steps`` points z on the straight line from the mean of
-    q(z|a) to the mean of q(z|b) (:func:`~pvae.guides.central_value`), then image b.
+    Each row shows image a, then the mean of the image site at ``steps`` points on the straight line
+    from the central values of a's latents under the guide to b's
+    (:func:`~pvae.predictive.continuous_latents`), every continuous latent site moving at once,
+    then image b. A label stays image a's along the row (the label y given for a model conditioned
+    on it, or the class M2's guide chooses for a): the walk changes the style, not the class.
 
-    :param x: ``(2 * pairs, x_dim)``.
+    :param x: ``(2 * pairs, x_dim)``; :param y: their labels ``(2 * pairs,)``, for a model that takes them.
     """
     if x.shape[0] < 2 or steps < 2:
         raise ValueError(f"expected at least 2 images and 2 steps, got {x.shape[0]} images and steps={steps}")
     pairs = x.shape[0] // 2
     a, b = x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2]
-    loc_a, loc_b = central_value(vae.posterior(a)), central_value(vae.posterior(b))
-    t = torch.linspace(0, 1, steps, device=x.device)[:, None, None]  # (steps, 1, 1)
-    z = (1 - t) * loc_a + t * loc_b  # (steps, pairs, z_dim)
-    between = vae.likelihood(vae.decoder(z)).mean  # (steps, pairs, x_dim)
+    y_a = None if y is None else y[0 : 2 * pairs : 2]
+    y_b = None if y is None else y[1 : 2 * pairs : 2]
+    start, end = central_latents(vae, a, y_a), central_latents(vae, b, y_b)
+    moving = continuous_latents(vae, a, y_a).keys()
+    if not moving:
+        raise ValueError("the model's guide has no continuous latent site to interpolate")
+    t = torch.linspace(0, 1, steps, device=x.device)
+    values = {}
+    for name, va in start.items():
+        if name in moving:
+            tt = t.reshape(steps, *([1] * va.dim())).to(va.dtype)
+            line = (1 - tt) * va + tt * end[name]  # (steps, pairs, ...)
+        else:  # a discrete latent (M2's class): image a's, the whole row
+            line = va.expand(steps, *va.shape)
+        values[name] = line.reshape(steps * pairs, *va.shape[1:])
+    between = decode(vae, values, steps * pairs, None if y_a is None else y_a.repeat(steps), device=x.device)
+    between = between.reshape(steps, pairs, -1)
     rows = torch.cat([a[None], between, b[None]]).transpose(0, 1).reshape(-1, x.shape[1])
-    title = "left, right: test images   between: E[x|z] along the line joining their posterior means"
+    title = "left, right: test images   between: E[x | latents] along the line joining their central values under q"
     return _save_image(_grid(rows, image_shape, rows=pairs), path, title, pdf)
 
 
 @torch.no_grad()
-def plot_latent_space(vae: VAE, x: Tensor, labels: Tensor, path: str | Path, *, pdf: bool = False) -> Path:
-    """Posterior means E_q[z|x] of images (:func:`~pvae.guides.central_value`), coloured by their labels.
+def plot_latent_space(
+    vae: GraphicalModel, x: Tensor, labels: Tensor, path: str | Path, y: Tensor | None = None, *, pdf: bool = False
+) -> Path:
+    """Central values under the guide (:func:`~pvae.predictive.continuous_latents`) of the images'
+    latents, coloured by their labels: one panel per continuous latent site, titled with its name
+    (a two-layer model: z1 and z2).
 
-    m = 1: z against the label (jittered); m = 2: the plane itself; m > 2: the first two principal
-    components of the means (the title says so, with the share of variance each explains).
+    A site of 1 dimension: its value against the label (jittered); 2: the plane itself; more: the
+    first two principal components of the values (the axes say so, with the share of variance each
+    explains).
 
-    :param x: ``(N, x_dim)``; :param labels: ``(N,)`` integer classes.
+    :param x: ``(N, x_dim)``; :param labels: ``(N,)`` integer classes, for the colours.
+    :param y: labels the model is given, for a model that takes them (M2: ``None`` lets q(y|x) choose).
     """
     if labels.shape != x.shape[:1]:
         raise ValueError(f"expected one label per image, shape ({x.shape[0]},), got {tuple(labels.shape)}")
-    loc = central_value(vae.posterior(x)).double().cpu()
+    values = continuous_latents(vae, x, y)
+    if not values:
+        raise ValueError("the model's guide has no continuous latent site to draw")
     labels = labels.cpu()
-    fig = Figure(figsize=(5.5, 4.5), dpi=DPI)
-    ax = fig.subplots()
-    if vae.z_dim == 1:
-        jitter = 0.15 * torch.randn(len(labels), generator=torch.Generator().manual_seed(0))
-        xs, ys = loc[:, 0], labels.double() + jitter
-        ax.set_xlabel("$z$ (posterior mean)")
-        ax.set_ylabel("label (jittered)")
-        title = "q(z|x) means, m = 1"
-    elif vae.z_dim == 2:
-        xs, ys = loc[:, 0], loc[:, 1]
-        ax.set_xlabel("$z_1$")
-        ax.set_ylabel("$z_2$")
-        title = "q(z|x) means, m = 2"
-    else:
-        centred = loc - loc.mean(0)
-        _, s, v = torch.linalg.svd(centred, full_matrices=False)
-        share = (s**2 / (s**2).sum()).tolist()
-        pcs = centred @ v[:2].T
-        xs, ys = pcs[:, 0], pcs[:, 1]
-        ax.set_xlabel(f"principal component 1 ({100 * share[0]:.0f}% of variance)")
-        ax.set_ylabel(f"principal component 2 ({100 * share[1]:.0f}% of variance)")
-        title = f"q(z|x) means, m = {vae.z_dim}: first two principal components"
-    points = ax.scatter(xs.numpy(), ys.numpy(), c=labels.numpy(), cmap="tab10", s=4, alpha=0.7,
-                        vmin=-0.5, vmax=9.5, rasterized=True)
-    fig.colorbar(points, ax=ax, ticks=range(10), label="label")
-    ax.set_title(title, fontsize=9)
+    fig = Figure(figsize=(5.5 * len(values), 4.5), dpi=DPI)
+    axs = fig.subplots(1, len(values), squeeze=False)[0]
+    for ax, (name, value) in zip(axs, values.items()):
+        loc = value.reshape(x.shape[0], -1).double().cpu()
+        dim = loc.shape[1]
+        if dim == 1:
+            jitter = 0.15 * torch.randn(len(labels), generator=torch.Generator().manual_seed(0))
+            xs, ys = loc[:, 0], labels.double() + jitter
+            ax.set_xlabel(f"{name} (central value under q)")
+            ax.set_ylabel("label (jittered)")
+            title = f"{name}: central values under q, 1 dimension"
+        elif dim == 2:
+            xs, ys = loc[:, 0], loc[:, 1]
+            ax.set_xlabel(f"{name}, dimension 1")
+            ax.set_ylabel(f"{name}, dimension 2")
+            title = f"{name}: central values under q, 2 dimensions"
+        else:
+            centred = loc - loc.mean(0)
+            _, s, v = torch.linalg.svd(centred, full_matrices=False)
+            share = (s**2 / (s**2).sum()).tolist()
+            pcs = centred @ v[:2].T
+            xs, ys = pcs[:, 0], pcs[:, 1]
+            ax.set_xlabel(f"principal component 1 ({100 * share[0]:.0f}% of variance)")
+            ax.set_ylabel(f"principal component 2 ({100 * share[1]:.0f}% of variance)")
+            title = f"{name}: central values under q, {dim} dimensions: first two principal components"
+        points = ax.scatter(xs.numpy(), ys.numpy(), c=labels.numpy(), cmap="tab10", s=4, alpha=0.7,
+                            vmin=-0.5, vmax=9.5, rasterized=True)
+        fig.colorbar(points, ax=ax, ticks=range(10), label="label")
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path, pdf)
+
+
+@torch.no_grad()
+def plot_class_grid(
+    model: GraphicalModel, image_shape: tuple[int, int], path: str | Path, *, styles: int = 10, pdf: bool = False
+) -> Path:
+    """What the label does, the style held fixed: row y holds the mean of the image site for class y
+    at ``styles`` draws of the continuous latents from their prior, the same draws in every row.
+
+    For a model conditioned on labels y is passed as its argument; for M2 the model's discrete
+    latent site (its y) is conditioned on each class.
+
+    :returns: a mosaic of C rows and ``styles`` columns (C = ``model.num_classes``).
+    :raises ValueError: for a model that takes no labels.
+    """
+    mode = label_mode(model)
+    if mode == "none":
+        raise ValueError("the class grid needs a model with labels; this one takes none")
+    if styles < 1:
+        raise ValueError(f"expected styles >= 1, got {styles}")
+    num_classes: int = model.num_classes  # type: ignore[attr-defined]
+    device = _device(model)
+    classes = torch.arange(num_classes, device=device).repeat_interleave(styles)  # row-major: y, then style
+    given = torch.zeros(styles, dtype=torch.long, device=device) if mode == "observed" else None
+    latents = _latents(_prior_trace(model, styles, given))
+    values = {name: site["value"].repeat(num_classes, *([1] * (site["value"].dim() - 1)))
+              for name, site in latents.items() if not is_discrete(site)}
+    discrete = [name for name, site in latents.items() if is_discrete(site)]
+    y = classes
+    if mode == "semi-supervised" and len(discrete) == 1:
+        values[discrete[0]], y = classes, None  # M2's y as the latent site it is, set to each class
+    images = decode(model, values, num_classes * styles, y, device=device)
+    names = ", ".join(values) or "latents"
+    title = f"rows: y = 0..{num_classes - 1}, columns: {names} ~ p({names})"
+    return _save_image(_grid(images, image_shape, rows=num_classes), path, title, pdf)
 
 
 def _normal_quantiles(n: int) -> Tensor:
@@ -218,21 +334,49 @@ def _normal_quantiles(n: int) -> Tensor:
     return torch.distributions.Normal(0.0, 1.0).icdf(u)
 
 
+def grid_site(model: GraphicalModel, like: Tensor | None = None) -> tuple[str, torch.Size]:
+    """The one latent site that the manifold and the grid posterior range over, and its event shape.
+
+    :param like: a tensor giving device and dtype for the model's trace (default: the model's).
+    :raises ValueError: saying why, for a model with labels, with other latent sites than one
+        continuous site, or whose site has more than 2 dimensions.
+    """
+    if label_mode(model) != "none":
+        raise ValueError("the model takes labels y; the grid is drawn for a model without labels")
+    latents = _latents(_prior_trace(model, 1, like=like))
+    continuous = [name for name, site in latents.items() if not is_discrete(site)]
+    if len(latents) != 1 or len(continuous) != 1:
+        kinds = ", ".join(f"{n} ({'continuous' if n in continuous else 'discrete'})" for n in latents)
+        raise ValueError(f"expected exactly one latent site, a continuous one; the model has {kinds or 'none'}")
+    name = continuous[0]
+    event = latents[name]["fn"].event_shape
+    dim = math.prod(event)
+    if len(event) > 1 or dim > 2:
+        raise ValueError(f"expected a latent site of 1 or 2 dimensions, got z_dim={dim} (site {name!r}, "
+                         f"event shape {tuple(event)})")
+    return name, event
+
+
 @torch.no_grad()
-def plot_manifold(vae: VAE, image_shape: tuple[int, int], path: str | Path, *, n: int = 20, pdf: bool = False) -> Path:
-    """The learned data manifold: E[x|z] on a grid of z (m = 2: n x n, z_1 across and z_2 upwards;
-    m = 1: one row of n), the grid being the N(0, 1) quantiles of equally spaced probabilities."""
-    if vae.z_dim > 2:
-        raise ValueError(f"the manifold figure needs a 1- or 2-dimensional latent space, got z_dim={vae.z_dim}")
-    q = _normal_quantiles(n).to(dtype=torch.float32, device=next(vae.parameters()).device)
-    if vae.z_dim == 1:
+def plot_manifold(vae: GraphicalModel, image_shape: tuple[int, int], path: str | Path, *, n: int = 20,
+                  pdf: bool = False) -> Path:
+    """The learned data manifold: the image site's mean on a grid of values of the model's one latent
+    site (2 dimensions: n x n, the first across and the second upwards; 1: one row of n), the grid
+    being the N(0, 1) quantiles of equally spaced probabilities.
+
+    :raises ValueError: for a model that :func:`grid_site` refuses.
+    """
+    site, event = grid_site(vae)
+    m = math.prod(event)
+    q = _normal_quantiles(n).to(dtype=_dtype(vae), device=_device(vae))
+    if m == 1:
         z, rows = q[:, None], 1
     else:
-        z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")  # top row: largest z_2
+        z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")  # top row: largest second coordinate
         z, rows = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1), n
-    images = vae.likelihood(vae.decoder(z)).mean
-    title = ("E[x|z] on a grid of z = Φ⁻¹(u), u equally spaced in (0, 1)"
-             + ("²; z₁ grows to the right, z₂ upwards" if vae.z_dim == 2 else "; z grows to the right"))
+    images = decode(vae, {site: z.reshape(-1, *event)}, z.shape[0])
+    title = (f"E[x|{site}] on a grid of {site} = Φ⁻¹(u), u equally spaced in (0, 1)"
+             + (f"²; {site}₁ grows to the right, {site}₂ upwards" if m == 2 else f"; {site} grows to the right"))
     return _save_image(_grid(images, image_shape, rows=rows), path, title, pdf)
 
 
@@ -242,75 +386,111 @@ class PosteriorGrid:
 
     ``axes``: m tensors of grid-cell centres, each ``(G,)``; ``log_density``: log p(z|x) at the cell
     centres, shape ``(G,)`` for m = 1 and ``(G, G)`` indexed ``[i_2, i_1]`` for m = 2 (rows follow
-    z_2, as ``imshow`` expects); ``log_px``: log p(x) = log sum_cells p(x, z) * cell volume, in nats.
+    z_2, as ``imshow`` expects); ``log_px``: log p(x) = log sum_cells p(x, z) * cell volume, in nats;
+    ``site``: the name of the latent site z.
     """
 
     axes: tuple[Tensor, ...]
     log_density: Tensor
     log_px: float
+    site: str = "z"
+
+
+def _log_joint(model: GraphicalModel, site: str, x: Tensor, z: Tensor) -> Tensor:
+    """log p(x, z_j) for one image ``x`` ``(x_dim,)`` and G values ``z`` ``(G, *event)`` of ``site``:
+    the model's trace conditioned on them, the image repeated along the data plate, every site's
+    log-density summed. Unscaled: each grid point is one image's joint density, not a minibatch's
+    share of a dataset. :returns: ``(G,)``."""
+    images = x.expand(z.shape[0], *x.shape)
+    # A particles plate of one: the layout ``site_log_prob`` splits per image, as in ``trace_pair``.
+    with poutine.block(), pyro.plate(PARTICLES, 1, dim=-2):
+        trace = poutine.trace(poutine.condition(model.model, data={site: z})).get_trace(images)
+    sites = sample_sites(prune_subsample_sites(trace)).values()
+    return sum_sites(site_log_prob(s, "model", 2) for s in sites).reshape(z.shape[0])
+
+
+def _guide_dist(model: GraphicalModel, site: str, x: Tensor) -> torch.distributions.Distribution:
+    """q(site | x) for one image ``x`` ``(x_dim,)``, from the guide's trace (batch shape ``(1,)``)."""
+    with torch.no_grad(), poutine.block():
+        trace = poutine.trace(model.guide).get_trace(x[None])
+    return trace.nodes[site]["fn"]  # type: ignore[no-any-return]
+
+
+def _cell_centres(bounds: Sequence[tuple[float, float]], size: int, like: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+    """The grid's axes ``(G,)`` each, and every cell centre ``(G^m, m)``, the first dimension varying fastest."""
+    axes = tuple(
+        torch.linspace(lo, hi, size + 1, dtype=torch.float64, device=like.device).add(0.5 * (hi - lo) / size)[:-1]
+        for lo, hi in bounds
+    )
+    mesh = torch.meshgrid(*reversed(axes), indexing="ij")  # last latent dimension varies slowest
+    return axes, torch.stack([t.reshape(-1) for t in reversed(mesh)], dim=-1).to(like.dtype)
 
 
 @torch.no_grad()
 def posterior_on_grid(
-    vae: VAE, x: Tensor, bounds: Sequence[tuple[float, float]] | None = None, size: int = 100, *, chunk: int = 4096
+    vae: GraphicalModel, x: Tensor, bounds: Sequence[tuple[float, float]] | None = None, size: int = 100, *,
+    chunk: int = 4096,
 ) -> PosteriorGrid:
-    """p(z|x) = p(z) p(x|z) / p(x) for one image, with p(x) summed over a grid of cells.
+    """p(z|x) = p(x, z) / p(x) for one image, with p(x) summed over a grid of cells, for a model of
+    one continuous latent site z of 1 or 2 dimensions (:func:`grid_site`).
 
     .. math::
 
         \\log p(x) \\approx \\log \\sum_j p(x, z_j)\\, \\Delta, \\qquad
         \\log p(z_j \\mid x) = \\log p(x, z_j) - \\log p(x)
 
-    over cell centres z_j of volume Delta. The grid must cover the posterior's mass and its cells be
-    small beside the posterior's width; then the sum is accurate to well under 0.01 nats for m <= 2
+    over cell centres z_j of volume Delta, log p(x, z_j) being the sum of every site's log-density
+    in the model's trace conditioned on z = z_j. The grid must cover the posterior's mass and its
+    cells be small beside the posterior's width; then the sum is accurate to well under 0.01 nats
     (a reference for importance sampling's estimate).
 
     :param x: one image ``(x_dim,)``.
     :param bounds: ``(low, high)`` per latent dimension; ``None``: a box around the mass of p(z|x),
         found on a coarse grid spanning the bulk of p(z) and of q(z|x).
     :param size: G, cells per dimension.
+    :param chunk: grid points per trace of the model.
     """
-    if vae.z_dim > 2:
-        raise ValueError(f"the posterior is summed on a grid for z_dim 1 or 2 only, got z_dim={vae.z_dim}")
-    if bounds is not None and len(bounds) != vae.z_dim:
-        raise ValueError(f"expected one (low, high) per latent dimension, {vae.z_dim}, got {len(bounds)}")
+    site, event = grid_site(vae, like=x)
+    m = math.prod(event)
+    if bounds is not None and len(bounds) != m:
+        raise ValueError(f"expected one (low, high) per latent dimension, {m}, got {len(bounds)}")
     if x.shape != (vae.x_dim,):
         raise ValueError(f"expected one image of shape ({vae.x_dim},), got {tuple(x.shape)}")
     if bounds is None:
-        bounds = _posterior_bounds(vae, x, vae.posterior(x))
-    axes = tuple(
-        torch.linspace(lo, hi, size + 1, dtype=torch.float64, device=x.device).add(0.5 * (hi - lo) / size)[:-1]
-        for lo, hi in bounds
-    )
+        bounds = _posterior_bounds(vae, site, event, x)
+    return _grid_posterior(vae, site, event, x, bounds, size, chunk)
+
+
+def _grid_posterior(vae: GraphicalModel, site: str, event: torch.Size, x: Tensor,
+                    bounds: Sequence[tuple[float, float]], size: int, chunk: int) -> PosteriorGrid:
+    axes, z = _cell_centres(bounds, size, x)
     log_volume = sum(math.log((hi - lo) / size) for lo, hi in bounds)
-    mesh = torch.meshgrid(*reversed(axes), indexing="ij")  # last latent dimension varies slowest
-    z = torch.stack([m.reshape(-1) for m in reversed(mesh)], dim=-1).to(x.dtype)  # (G^m, m)
-    log_joint = torch.cat([
-        vae.prior().log_prob(zc) + vae.likelihood(vae.decoder(zc)).log_prob(x) for zc in z.split(chunk)
-    ]).double()
+    log_joint = torch.cat([_log_joint(vae, site, x, zc.reshape(-1, *event)) for zc in z.split(chunk)]).double()
     log_px = torch.logsumexp(log_joint, 0) + log_volume
-    shape = (size,) * vae.z_dim
-    return PosteriorGrid(axes=axes, log_density=(log_joint - log_px).reshape(shape), log_px=float(log_px))
+    shape = (size,) * len(bounds)
+    return PosteriorGrid(axes=axes, log_density=(log_joint - log_px).reshape(shape), log_px=float(log_px), site=site)
 
 
-def _posterior_bounds(vae: VAE, x: Tensor, q: torch.distributions.Distribution) -> list[tuple[float, float]]:
+def _posterior_bounds(vae: GraphicalModel, site: str, event: torch.Size, x: Tensor) -> list[tuple[float, float]]:
     """A box holding p(z|x)'s mass: where a coarse grid finds density within e^-14 of the largest,
-    widened by a coarse cell and by q's own bulk. The coarse grid starts on the bulk of p(z) and of
-    q(z|x) and grows while the posterior's mass reaches its edge."""
-    prior_draws = vae.prior().sample((4000,)).double().cpu()
-    q_draws = q.sample((4000,)).double().cpu()
+    widened by a coarse cell and by q's own bulk. The coarse grid starts on the bulk of p(z) (draws
+    of the site in the model's own trace) and of q(z|x) (the guide's) and grows while the
+    posterior's mass reaches its edge."""
+    m = math.prod(event)
+    prior_draws = _prior_trace(vae, 4000, like=x).nodes[site]["value"].reshape(4000, m).double().cpu()
+    q_draws = _guide_dist(vae, site, x).sample((4000,)).reshape(4000, m).double().cpu()
     q_lo, q_hi = q_draws.quantile(0.0005, dim=0), q_draws.quantile(0.9995, dim=0)
     lo = torch.minimum(prior_draws.quantile(0.001, dim=0), q_lo).tolist()
     hi = torch.maximum(prior_draws.quantile(0.999, dim=0), q_hi).tolist()
     size = 48
     for _ in range(6):
-        coarse = posterior_on_grid(vae, x, list(zip(lo, hi)), size=size)
+        coarse = _grid_posterior(vae, site, event, x, list(zip(lo, hi)), size, 4096)
         keep = coarse.log_density >= coarse.log_density.max() - 14
         # z_d runs along tensor dimension m - 1 - d of log_density (see PosteriorGrid)
         occupied = [
             (keep.any(dim=others) if others else keep).nonzero().squeeze(-1)
-            for d in range(vae.z_dim)
-            for others in [tuple(i for i in range(vae.z_dim) if i != vae.z_dim - 1 - d)]
+            for d in range(m)
+            for others in [tuple(i for i in range(m) if i != m - 1 - d)]
         ]
         grown = False
         for d, idx in enumerate(occupied):
@@ -332,56 +512,58 @@ def _posterior_bounds(vae: VAE, x: Tensor, q: torch.distributions.Distribution) 
 
 @torch.no_grad()
 def plot_posteriors(
-    vae: VAE, x: Tensor, image_shape: tuple[int, int], path: str | Path, *, size: int = 100, elbo_samples: int = 1000,
-    pdf: bool = False,
+    vae: GraphicalModel, x: Tensor, image_shape: tuple[int, int], path: str | Path, *, size: int = 100,
+    elbo_samples: int = 1000, pdf: bool = False,
 ) -> Path:
     """For each image: the image, the true posterior p(z|x) (normalized on a grid) with q(z|x)'s
     contours drawn over it, and q(z|x) alone on the same axes (m = 2); for m = 1, both densities as
-    curves on one axis. Each row's title gives log p(x) (grid), the ELBO (Monte Carlo) and their gap
+    curves on one axis. z is the model's one latent site (:func:`grid_site`), q its distribution in
+    the guide's trace. Each row's title gives log p(x) (grid), the ELBO (Monte Carlo) and their gap
     KL(q(z|x) || p(z|x)), in nats.
 
     :param x: a few images ``(n, x_dim)``, one row each.
     :param size: grid cells per latent dimension; :param elbo_samples: draws of z for each ELBO.
+    :raises ValueError: for a model that :func:`grid_site` refuses.
     """
-    if vae.z_dim > 2:
-        raise ValueError(f"the true posterior is drawn on a grid for z_dim 1 or 2 only, got z_dim={vae.z_dim}")
+    site, event = grid_site(vae, like=x)
     elbo = elbo_terms(vae, x, num_samples=elbo_samples).elbo
-    n, m = x.shape[0], vae.z_dim
+    n, m = x.shape[0], math.prod(event)
     panels = 3 if m == 2 else 2
     fig = Figure(figsize=(1.2 + 3.0 * (panels - 1), 2.6 * n), dpi=DPI)
     axs = fig.subplots(n, panels, squeeze=False, gridspec_kw={"width_ratios": [1.0] + [2.5] * (panels - 1)})
     for i in range(n):
-        q = vae.posterior(x[i])
+        q = _guide_dist(vae, site, x[i])
         grid = posterior_on_grid(vae, x[i], size=size)
         axes = [a.to(x.dtype) for a in grid.axes]
         mesh = torch.meshgrid(*reversed(axes), indexing="ij")
         z = torch.stack([t.reshape(-1) for t in reversed(mesh)], dim=-1)  # (G^m, m), as in posterior_on_grid
-        log_q = q.log_prob(z).reshape(grid.log_density.shape).double().cpu()
+        log_q = q.log_prob(z.reshape(-1, *event)).reshape(grid.log_density.shape).double().cpu()
         p_density, q_density = grid.log_density.exp().cpu().numpy(), log_q.exp().numpy()
         gap = grid.log_px - float(elbo[i])
         axs[i, 0].imshow(x[i].reshape(image_shape).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
         axs[i, 0].axis("off")
         axs[i, 0].set_title(f"test image {i + 1}", fontsize=8)
         axs[i, 1].set_title(f"log p(x) = {grid.log_px:.2f} (grid),  ELBO = {float(elbo[i]):.2f}\n"
-                            f"gap = KL(q || p(z|x)) = {gap:.2f} nats", fontsize=8, loc="left")
+                            f"gap = KL(q || p({site}|x)) = {gap:.2f} nats", fontsize=8, loc="left")
         if m == 1:
             z1 = axes[0].cpu().numpy()
             ax = axs[i, 1]
-            ax.fill_between(z1, p_density, color="C0", alpha=0.3, label="p(z|x), true")
-            ax.plot(z1, q_density, "C1--", label="q(z|x)")
-            ax.set_xlabel("$z$")
+            ax.fill_between(z1, p_density, color="C0", alpha=0.3, label=f"p({site}|x), true")
+            ax.plot(z1, q_density, "C1--", label=f"q({site}|x)")
+            ax.set_xlabel(site)
             ax.set_ylabel("density")
             ax.legend(fontsize=7)
             continue
         z1, z2 = (a.cpu().numpy() for a in axes)
         h1, h2 = z1[1] - z1[0], z2[1] - z2[0]  # cell widths: imshow's extent is the cells' outer edges
         extent = (z1[0] - h1 / 2, z1[-1] + h1 / 2, z2[0] - h2 / 2, z2[-1] + h2 / 2)
-        panels_2d = ((axs[i, 1], p_density, "p(z|x), true\ndashed: q(z|x)"), (axs[i, 2], q_density, "q(z|x)"))
+        panels_2d = ((axs[i, 1], p_density, f"p({site}|x), true\ndashed: q({site}|x)"),
+                     (axs[i, 2], q_density, f"q({site}|x)"))
         for ax, density, name in panels_2d:
             ax.imshow(density, origin="lower", extent=extent, aspect="auto", cmap="Blues")
             ax.text(0.03, 0.95, name, transform=ax.transAxes, va="top", fontsize=8)
-            ax.set_xlabel("$z_1$")
-            ax.set_ylabel("$z_2$")
+            ax.set_xlabel(f"{site}, dimension 1")
+            ax.set_ylabel(f"{site}, dimension 2")
         # q's contours at densities e^-1/2, e^-2, e^-9/2 of its peak (1, 2, 3 sd for a Gaussian) drawn
         # over the true posterior: where they miss its mass is the KL gap.
         peak = float(log_q.max())
@@ -456,48 +638,60 @@ def plot_run(
     num_latent_images: int = 5000,
     num_posterior_images: int = 4,
 ) -> RunFigures:
-    """Every figure of a run folder, written into ``out`` (default: the run folder).
+    """Every figure of a run folder that its model allows, written into ``out`` (default: the run
+    folder); each figure it leaves out is named in ``skipped`` with the reason.
 
     Reads ``config.json`` and the checkpoint (with its per-epoch metrics); ``evaluation.json`` (its
     ``log_px`` and ``num_samples`` K) and ``per_image.csv`` (columns ``elbo``, ``log_px``, ``ess``),
-    which ``pvae evaluate RUN --num-samples K`` writes, when they exist.
+    which ``pvae evaluate RUN --num-samples K`` writes, when they exist. The class grid needs a model
+    with labels; the manifold and the true posteriors a model without labels and with one continuous
+    latent site of 1 or 2 dimensions.
 
     :param num_latent_images: test images in the latent-space scatter.
-    :param num_posterior_images: test images in the true-posterior figure (m <= 2).
+    :param num_posterior_images: test images in the true-posterior figure.
     """
-    from pvae.data import load_data
-    from pvae.runs import load_run, rebuild_model, resolve_device
+    from pvae.runs import open_run
 
     run_dir = Path(run_dir)
     out = run_dir if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
-    config, state = load_run(run_dir, map_location=dev)
-    vae = rebuild_model(config, state, dev)
-    data = load_data(config.dataset, data_dir if data_dir is not None else config.data_dir,
-                     val_size=config.val_size, train_size=config.train_size, device=dev)
-    x_test = fixed_eval_set(data.test, config.binarization)
+    run = open_run(run_dir, device=resolve_device(device), data_dir=data_dir)
+    model, data = run.model, run.data
+    x_test = fixed_eval_set(data.test, run.config.binarization)
+    # A model conditioned on labels is given the test labels; M2's guide chooses them itself.
+    y_test = data.test_labels if label_mode(model) == "observed" else None
+
+    def first(k: int) -> Tensor | None:
+        return None if y_test is None else y_test[:k]
+
     figures = RunFigures()
     evaluation_path = run_dir / "evaluation.json"
     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else {}
     log_px = evaluation.get("log_px")
     figures.files += [
-        plot_training_curves(state["metrics"], out / "curves.png", log_px=log_px, pdf=pdf),
-        plot_reconstructions(vae, x_test, data.image_shape, out / "reconstructions.png", pdf=pdf),
-        plot_samples(vae, data.image_shape, out / "samples.png", pdf=pdf),
-        plot_interpolations(vae, x_test[:8], data.image_shape, out / "interpolations.png", pdf=pdf),
-        plot_latent_space(vae, x_test[:num_latent_images], data.test_labels[:num_latent_images],
-                          out / "latent_space.png", pdf=pdf),
+        plot_training_curves(run.state["metrics"], out / "curves.png", log_px=log_px, pdf=pdf),
+        plot_reconstructions(model, x_test, data.image_shape, out / "reconstructions.png", y=first(10), pdf=pdf),
+        plot_samples(model, data.image_shape, out / "samples.png", pdf=pdf),
+        plot_interpolations(model, x_test[:8], data.image_shape, out / "interpolations.png", y=first(8), pdf=pdf),
+        plot_latent_space(model, x_test[:num_latent_images], data.test_labels[:num_latent_images],
+                          out / "latent_space.png", first(num_latent_images), pdf=pdf),
     ]
     if log_px is None:
         figures.skipped.append(f"log p(x) is not on the training curves: run pvae evaluate {run_dir} --num-samples K")
-    if vae.z_dim <= 2:
-        figures.files += [
-            plot_manifold(vae, data.image_shape, out / "manifold.png", pdf=pdf),
-            plot_posteriors(vae, x_test[:num_posterior_images], data.image_shape, out / "posteriors.png", pdf=pdf),
-        ]
+    if label_mode(model) == "none":
+        figures.skipped.append("class_grid.png: the model takes no labels")
     else:
-        figures.skipped.append(f"manifold.png and posteriors.png need z_dim <= 2 (this run has z_dim={vae.z_dim})")
+        figures.files.append(plot_class_grid(model, data.image_shape, out / "class_grid.png", pdf=pdf))
+    try:
+        grid_site(model)
+    except ValueError as why:
+        figures.skipped.append(f"manifold.png and posteriors.png need a model without labels and with one "
+                               f"continuous latent site of 1 or 2 dimensions: {why}")
+    else:
+        figures.files += [
+            plot_manifold(model, data.image_shape, out / "manifold.png", pdf=pdf),
+            plot_posteriors(model, x_test[:num_posterior_images], data.image_shape, out / "posteriors.png", pdf=pdf),
+        ]
     per_image = run_dir / PER_IMAGE_CSV
     if per_image.is_file():
         cols = read_per_image_csv(per_image)
@@ -517,16 +711,58 @@ def plot_run(
     return figures
 
 
+def sample_run(
+    run_dir: str | Path,
+    *,
+    out: str | Path | None = None,
+    label: int | None = None,
+    num: int = 64,
+    data_dir: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+) -> Path:
+    """Draw ``num`` samples from a run's trained model into ``samples.png`` (as :func:`plot_samples`),
+    or with ``label`` all of that class into ``samples_label{label}.png``, in ``out`` (default: the
+    run folder). The draws come from their own random stream, seeded by ``seed``: the same seed gives
+    the same figure, and the caller's streams are left as they were.
+
+    :param label: a class in 0..C-1, for a model with labels (M2: y is observed at it).
+    :raises ValueError: for a label given to a model without labels, or outside 0..C-1.
+    """
+    from pvae.runs import open_run
+
+    if num < 1:
+        raise ValueError(f"expected num >= 1 samples, got {num}")
+    dev = resolve_device(device)
+    run = open_run(run_dir, device=dev, data_dir=data_dir)
+    model = run.model
+    y = None
+    if label is not None:
+        if label_mode(model) == "none":
+            raise ValueError("this run's model takes no labels; drop --label")
+        num_classes: int = model.num_classes  # type: ignore[attr-defined]
+        if not 0 <= label < num_classes:
+            raise ValueError(f"expected a label in 0..{num_classes - 1} (the model's classes), got {label}")
+        y = torch.full((num,), label, dtype=torch.long, device=dev)
+    out = Path(run_dir) if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "samples.png" if label is None else f"samples_label{label}.png"
+    with forked_rng(dev):
+        torch.manual_seed(seed)
+        return plot_samples(model, run.data.image_shape, out / name, num, y=y)
+
+
 def save_run_figures(
     out: str | Path, vae: GraphicalModel, data: ImageData, metrics: Sequence[dict[str, float]], binarization: str
 ) -> list[Path]:
     """Write ``curves.png``, ``reconstructions.png`` and ``samples.png`` into the run folder ``out``
-    (what :func:`pvae.train` leaves; ``pvae plot RUN`` draws the rest)."""
+    (what :func:`pvae.train` leaves, for any model; ``pvae plot RUN`` draws the rest)."""
     out = Path(out)
-    vae.eval()
+    vae.eval()  # type: ignore[attr-defined]
     x_test = fixed_eval_set(data.test[:10], binarization)
+    y_test = data.test_labels[:10] if label_mode(vae) == "observed" else None
     return [
         plot_training_curves(metrics, out / "curves.png"),
-        plot_reconstructions(vae, x_test, data.image_shape, out / "reconstructions.png", y=data.test_labels[:10]),
+        plot_reconstructions(vae, x_test, data.image_shape, out / "reconstructions.png", y=y_test),
         plot_samples(vae, data.image_shape, out / "samples.png"),
     ]

@@ -3,6 +3,7 @@
 * :func:`central_latents`: one representative value of every latent site of the guide, the mean of
   each q (for a flow the image of its base mean; for a discrete site its most probable value),
   each computed from its parents' representative values;
+* :func:`continuous_latents`: the same, for the continuous latent sites only;
 * :func:`reconstruct`: the mean of the image site of the model given those values;
 * :func:`generate`: the mean of the image site for latents drawn from the model's own prior
   (with a chosen class for a model with labels);
@@ -20,20 +21,23 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from pvae.guides import central_value
 from pvae.protocol import GraphicalModel, label_mode
 from pvae.traces import image_site, is_discrete, sample_sites
 
-__all__ = ["central_latents", "reconstruct", "generate", "decode", "label_args"]
+__all__ = ["central_latents", "continuous_latents", "reconstruct", "generate", "decode", "label_args"]
 
 
 class _Central(Messenger):
     """Replaces every latent draw by its distribution's representative value (no sampling)."""
 
     def _pyro_sample(self, msg: dict[str, Any]) -> None:
-        if msg["is_observed"] or msg["value"] is not None:
+        # A plate's subsample site (which images are in the batch) is no latent: Pyro draws it as usual.
+        if msg["is_observed"] or msg["value"] is not None or isinstance(msg["fn"], _Subsample):
             return
         fn = msg["fn"]
         msg["value"] = fn.probs.argmax(-1) if is_discrete(msg) else central_value(fn)
@@ -58,9 +62,20 @@ def central_latents(model: GraphicalModel, x: Tensor, y: Tensor | None = None) -
     :param y: labels ``(batch,)`` for a model that takes them (for M2, ``None`` lets q(y|x) choose).
     :returns: site name -> value, each ``(batch, ...)``, in the guide's order.
     """
+    return {name: site["value"] for name, site in _central_sites(model, x, y).items()}
+
+
+@torch.no_grad()
+def continuous_latents(model: GraphicalModel, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+    """:func:`central_latents` without the discrete sites (M2's y): the values a figure can move
+    along a line or project on a plane. :returns: site name -> ``(batch, ...)``, in the guide's order."""
+    return {name: site["value"] for name, site in _central_sites(model, x, y).items() if not is_discrete(site)}
+
+
+def _central_sites(model: GraphicalModel, x: Tensor, y: Tensor | None) -> dict[str, dict[str, Any]]:
     with poutine.block(), _Central():
         trace = poutine.trace(model.guide).get_trace(x, *label_args(model, y))
-    return {name: site["value"] for name, site in sample_sites(trace).items() if not site["is_observed"]}
+    return {name: site for name, site in sample_sites(prune_subsample_sites(trace)).items() if not site["is_observed"]}
 
 
 @torch.no_grad()

@@ -40,6 +40,7 @@ __all__ = [
     "per_image",
     "label_site",
     "check_data_support",
+    "check_model_traces",
     "flatten_enum",
 ]
 
@@ -249,3 +250,23 @@ def label_site(model: Any, x: Tensor, y: Tensor) -> str | None:
         trace = poutine.trace(model.model).get_trace(x, y)
     names = [name for name, site in sample_sites(trace).items() if site["is_observed"] and site["value"] is y]
     return names[0] if names else None
+
+
+def check_model_traces(model: Any, x: Tensor, *args: Any) -> None:
+    """Check the protocol of :mod:`pvae.protocol` on a few images before anything is trained or
+    written: model and guide run, one observed site holds the images, every latent of the model is
+    proposed by the guide, and every site sits in the data plate.
+
+    :param x: a few images ``(n, x_dim)``; :param args: what model and guide take besides.
+    :raises ValueError: one line naming the site and the fix.
+    """
+    with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
+        guide_trace, model_trace, ndim = trace_pair(model.model, model.guide, x, *args, enumerate_discrete=True)
+    image_site(model_trace, x)
+    summed = bool(enumerated_sites(guide_trace))
+    for role, trace in (("model", model_trace), ("guide", guide_trace)):
+        for name, site in sample_sites(trace).items():
+            if role == "model" and not site["is_observed"] and name not in guide_trace.nodes:
+                raise ValueError(f"the model's latent site {name!r} is not in the guide; the guide must propose "
+                                 "every latent site of the model")
+            site_log_prob(site, role, ndim, enumerated=summed)

@@ -33,8 +33,9 @@ from pvae.errors import ConfigError
 from pvae.evaluate import elbo_terms
 from pvae.objectives import Objective, check_objective, engine_for, training_objective, wants_enumeration
 from pvae.protocol import GraphicalModel, label_mode
+from pvae.registry import is_import_path
 from pvae.runs import CHECKPOINT, CONFIG, EVALUATION, METRICS, PER_IMAGE, RunFolderError, load_run, metrics_csv
-from pvae.traces import check_data_support
+from pvae.traces import check_data_support, check_model_traces
 from pvae.version import __version__
 
 __all__ = ["train", "train_epoch", "save_epoch", "TrainResult", "TrainingDivergedError"]
@@ -132,7 +133,9 @@ def train(
     x_grey = data.train
     x_static = binarize(x_grey, config.seed) if config.binarization == "static" else x_grey
     x_val = fixed_eval_set(data.val, config.binarization)
-    own_model = vae is not None
+    # A model of your own (an object, or a class named by import path) may hold Python a trace
+    # cannot follow: engine auto runs it eagerly.
+    own_model = vae is not None or is_import_path(config.model)
     if vae is None:
         vae = build_model(config, data.x_dim, x_grey.shape[0], mean_image=x_grey.mean(0), init_data=x_static)
     mode = label_mode(vae)
@@ -155,6 +158,7 @@ def train(
     def labels_of(y: Tensor) -> tuple[Tensor, ...]:  # what model and guide take besides the images
         return (y,) if mode == "observed" else ()
 
+    check_model_traces(vae, x_static[:2], *labels_of(data.train_labels[:2]))
     val_args = labels_of(data.val_labels)
     if len(x_val):
         check_data_support(vae, x_val, *val_args)

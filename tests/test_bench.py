@@ -48,3 +48,17 @@ def test_log_px_speed_bench_runs(fake_mnist_root: Path, tmp_path: Path, validate
     assert RATIO.search(out) and "one image at a time" in out, out
     means = re.search(r"mean log p\(x\) pvae (-?\d+\.\d+), hand-written (-?\d+\.\d+)", out)
     assert means and abs(float(means.group(1)) - float(means.group(2))) < 2.0, out
+
+
+def test_model_speed_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/model_speed.py checks each model's hand-written loss against pvae's, times both and tabulates them."""
+    out = _run("model_speed.py", "--model", "all", "--repeats", "1", "--train-size", "200", "--val-size", "100",
+               "--labels", "20", "--block-steps", "1", "--data-dir", str(fake_mnist_root), cwd=tmp_path)
+    for kind in ("hierarchical", "conditional", "m2"):
+        # the hand-written loss equals pvae's on the same draws, values and gradients
+        assert re.search(rf"^check {kind} .* ok$", out, re.MULTILINE), out
+        row = re.search(rf"^{kind} +(\d+\.\d+) +(\d+\.\d+) +(\d+\.\d+) .* (\d+\.\d+)%  (\w+) ", out, re.MULTILINE)
+        # same minibatches from the same weights: the train ELBOs agree to Monte-Carlo noise
+        assert row and float(row.group(4)) < 5.0, out
+        assert row.group(5) == ("eager" if kind == "m2" else "jit"), out
+    assert "N=200, batch 100" in out, out

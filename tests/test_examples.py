@@ -21,6 +21,7 @@ EXPECTED = {
     "log_px_vs_elbo.py",
     "latent_1d_2d.py",
     "gradient_variance.py",
+    "own_model.py",
 }
 SMOKE_SECONDS = 300  # generous: on a busy 2-core machine a smoke run takes 20-40 s, mostly imports
 
