@@ -18,6 +18,7 @@ says how to render it. The Figure-1-style picture is plain matplotlib, laid out 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -374,13 +375,46 @@ def _size_text(structure: ProgramStructure, name: str) -> str:
     return f"{shape[0] if shape else 1}-dim" if len(shape) <= 1 else " x ".join(map(str, shape))
 
 
-def _arrow(ax: Axes, start: Circle, end: Circle, *, dashed: bool, rad: float = 0.0) -> None:
-    # Centre to centre, clipped where the path leaves and enters the two circles.
+def _arrow(ax: Axes, start: Circle, end: Circle, *, dashed: bool, rad: float = 0.0) -> list[tuple[float, float]]:
+    """Draw an arrow centre to centre, clipped where it leaves and enters the two circles.
+
+    :returns: points along its path (matplotlib's ``arc3``: a quadratic Bezier curve), for placing labels clear of it.
+    """
     ax.add_patch(FancyArrowPatch(
         start.center, end.center, patchA=start, patchB=end, arrowstyle="-|>", mutation_scale=16, lw=1.6,
         color="black", linestyle=(0, (4, 3)) if dashed else "-", connectionstyle=f"arc3,rad={rad}",
         shrinkA=0, shrinkB=1, zorder=2,
     ))
+    (x0, y0), (x1, y1) = start.center, end.center
+    cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+    return [((1 - t) ** 2 * x0 + 2 * t * (1 - t) * cx + t**2 * x1, (1 - t) ** 2 * y0 + 2 * t * (1 - t) * cy + t**2 * y1)
+            for t in (i / 40 for i in range(41))]
+
+
+def _label_place(centre: tuple[float, float], text: str, paths: list[tuple[float, float]]) -> tuple[float, float, str, str]:
+    """Where beside a node its size label is farthest from every arrow: ``(x, y, ha, va)``."""
+    cx, cy = centre
+    # The label's box at fontsize 9, in axes units; the anchor sits just off the circle.
+    w, h, gap = 0.15 * len(text), 0.3, 0.1
+    d = NODE_RADIUS * 0.8 + gap
+    candidates = [  # upper right first, as in the paper
+        (cx + d, cy + d, "left", "bottom"), (cx, cy + NODE_RADIUS + gap, "center", "bottom"),
+        (cx + NODE_RADIUS + gap, cy, "left", "center"), (cx + d, cy - d, "left", "top"),
+        (cx - d, cy + d, "right", "bottom"), (cx - NODE_RADIUS - gap, cy, "right", "center"),
+        (cx - d, cy - d, "right", "top"), (cx, cy - NODE_RADIUS - gap, "center", "top"),
+    ]
+    best, best_clearance = candidates[0], -1.0
+    for x, y, ha, va in candidates:
+        x0 = {"left": x, "center": x - w / 2, "right": x - w}[ha]
+        y0 = {"bottom": y, "center": y - h / 2, "top": y - h}[va]
+        clearance = min((math.hypot(max(x0 - px, 0.0, px - x0 - w), max(y0 - py, 0.0, py - y0 - h)) for px, py in paths),
+                        default=math.inf)
+        if clearance > best_clearance + 0.02:
+            best, best_clearance = (x, y, ha, va), clearance
+        # Half a label's height clear of every arrow is enough: no need to leave the preferred places.
+        if best_clearance >= h / 2:
+            break
+    return best
 
 
 def _plate_boxes(structure: ProgramStructure, centre: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float, float, float]]:
@@ -422,9 +456,11 @@ def plot_graphical_model(model: GraphicalModel | GraphStructure, path: str | Pat
     right = max([max(xs) + r + 1.5, *(b[2] for b in boxes.values())])
     bottom = min([min(ys) - r - 1.0, *(b[1] for b in boxes.values())])
     top = max([max(ys) + r + 0.9, *(b[3] for b in boxes.values())])
-    theta, phi = (right + 1.3, max(ys)), (left - 1.3, max(ys))
+    # Beside the top row, as in the paper, unless that row has several nodes for the arrows to cross.
+    level = max(ys) if sum(1 for y in ys if y == max(ys)) == 1 else top + 0.3
+    theta, phi = (right + 1.3, level), (left - 1.3, level)
     # 5 x 4 inches at the least (the paper's proportions for z -> x), wider and taller for more nodes.
-    lo_x, hi_x, lo_y, hi_y = phi[0] - 0.8, theta[0] + 0.8, bottom - 1.6, top + 0.8
+    lo_x, hi_x, lo_y, hi_y = phi[0] - 0.8, theta[0] + 0.8, bottom - 1.4, max(top, level + 1.0) + 0.4
     width = max(5.0, (hi_x - lo_x) / UNITS_PER_INCH)
     height = max(4.0, (hi_y - lo_y) / UNITS_PER_INCH)
     fig = Figure(figsize=(width, height), dpi=DPI)
@@ -445,26 +481,32 @@ def plot_graphical_model(model: GraphicalModel | GraphStructure, path: str | Pat
         circles[name] = Circle((cx, cy), r, facecolor="0.75" if grey else "white", edgecolor="black", lw=1.6, zorder=3)
         ax.add_patch(circles[name])
         ax.text(cx, cy, f"${_tex(name)}$", ha="center", va="center", fontsize=16 if len(name) <= 2 else 10, zorder=4)
-        if name in p.latent:
-            ax.text(cx + r * 0.8 + 0.1, cy + r * 0.8, _size_text(p, name), fontsize=9, va="bottom")
     dots = {}
     for label, (px, py) in ((r"$\theta$", theta), (r"$\phi$", phi)):
         dots[label] = Circle((px, py), 0.12, color="black", zorder=3)
         ax.add_patch(dots[label])
         ax.text(px, py + 0.35, label, ha="center", va="bottom", fontsize=15)
+    paths: list[tuple[float, float]] = []
     for source, target in p.edges:
-        _arrow(ax, circles[source], circles[target], dashed=False)
+        paths += _arrow(ax, circles[source], circles[target], dashed=False)
     for name in p.sites:
-        _arrow(ax, dots[r"$\theta$"], circles[name], dashed=False)
-    # The guide's arrows bend away from the straight ones of the model, as in the paper.
+        paths += _arrow(ax, dots[r"$\theta$"], circles[name], dashed=False)
     for source, target in q.edges:
         if source in circles and target in circles:
-            _arrow(ax, circles[source], circles[target], dashed=True, rad=-0.45)
+            (x0, y0), (x1, y1) = centre[source], centre[target]
+            # The guide's arrows bend away from the model's straight ones, as in the paper; within a
+            # row they bend down, into the room between the rows.
+            rad = -0.45 if y0 != y1 else math.copysign(0.45, x1 - x0)
+            paths += _arrow(ax, circles[source], circles[target], dashed=True, rad=rad)
     for name in q.latent:
         if name in circles:
-            _arrow(ax, dots[r"$\phi$"], circles[name], dashed=True)
-    ax.text(mid_x, bottom - 0.55, f"solid: ${_factorization(p, math=True)}$ (model)", ha="center", va="center", fontsize=8)
-    ax.text(mid_x, bottom - 1.15, f"dashed: ${_factorization(q, math=True)}$ (guide)", ha="center", va="center", fontsize=8)
+            paths += _arrow(ax, dots[r"$\phi$"], circles[name], dashed=True)
+    for name in p.latent:
+        text = _size_text(p, name)
+        tx, ty, ha, va = _label_place(centre[name], text, paths)
+        ax.text(tx, ty, text, fontsize=9, ha=ha, va=va)
+    ax.text(mid_x, bottom - 0.45, f"solid: ${_factorization(p, math=True)}$ (model)", ha="center", va="center", fontsize=8)
+    ax.text(mid_x, bottom - 1.0, f"dashed: ${_factorization(q, math=True)}$ (guide)", ha="center", va="center", fontsize=8)
     written = [path]
     fig.savefig(path)
     if pdf:

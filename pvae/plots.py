@@ -145,7 +145,7 @@ def plot_reconstructions(
     a model conditioned on them."""
     x = x[:n]
     mosaic = _grid(torch.cat([x, reconstruct(vae, x, None if y is None else y[:n])]), image_shape, rows=2)
-    return _save_image(mosaic, path, "top: test images   bottom: reconstructions E[x | z = mean of q(z|x)]", pdf)
+    return _save_image(mosaic, path, "top: test images   bottom: reconstructions E[x | latents = central values under q]", pdf)
 
 
 def plot_samples(
@@ -317,12 +317,12 @@ def plot_class_grid(
     latents = _latents(_prior_trace(model, styles, given))
     values = {name: site["value"].repeat(num_classes, *([1] * (site["value"].dim() - 1)))
               for name, site in latents.items() if not is_discrete(site)}
+    names = ", ".join(values) or "latents"
     discrete = [name for name, site in latents.items() if is_discrete(site)]
     y = classes
     if mode == "semi-supervised" and len(discrete) == 1:
         values[discrete[0]], y = classes, None  # M2's y as the latent site it is, set to each class
     images = decode(model, values, num_classes * styles, y, device=device)
-    names = ", ".join(values) or "latents"
     title = f"rows: y = 0..{num_classes - 1}, columns: {names} ~ p({names})"
     return _save_image(_grid(images, image_shape, rows=num_classes), path, title, pdf)
 
@@ -393,7 +393,7 @@ class PosteriorGrid:
     axes: tuple[Tensor, ...]
     log_density: Tensor
     log_px: float
-    site: str = "z"
+    site: str
 
 
 def _log_joint(model: GraphicalModel, site: str, x: Tensor, z: Tensor) -> Tensor:
