@@ -145,7 +145,8 @@ def plot_reconstructions(
     a model conditioned on them."""
     x = x[:n]
     mosaic = _grid(torch.cat([x, reconstruct(vae, x, None if y is None else y[:n])]), image_shape, rows=2)
-    return _save_image(mosaic, path, "top: test images   bottom: reconstructions E[x | latents = central values under q]", pdf)
+    title = "top: test images   bottom: reconstructions E[x | latents = central values under q]"
+    return _save_image(mosaic, path, title, pdf)
 
 
 def plot_samples(
@@ -171,7 +172,8 @@ def plot_samples(
     images = torch.cat([images, images.new_zeros(rows * cols - n, images.shape[1])])
     classes = None if y is None else y.unique()
     given = f", y = {int(classes[0])}" if classes is not None and len(classes) == 1 else ""
-    return _save_image(_grid(images, image_shape, rows=rows), path, f"E[x | latents{given}], latents ~ their prior", pdf)
+    title = f"E[x | latents{given}], latents ~ their prior"
+    return _save_image(_grid(images, image_shape, rows=rows), path, title, pdf)
 
 
 def _device(model: GraphicalModel) -> torch.device:

@@ -75,7 +75,8 @@ def continuous_latents(model: GraphicalModel, x: Tensor, y: Tensor | None = None
 def _central_sites(model: GraphicalModel, x: Tensor, y: Tensor | None) -> dict[str, dict[str, Any]]:
     with poutine.block(), _Central():
         trace = poutine.trace(model.guide).get_trace(x, *label_args(model, y))
-    return {name: site for name, site in sample_sites(prune_subsample_sites(trace)).items() if not site["is_observed"]}
+    sites = sample_sites(prune_subsample_sites(trace))
+    return {name: site for name, site in sites.items() if not site["is_observed"]}
 
 
 @torch.no_grad()

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from pvae.models.common import data_plate
 from pvae.compiled import TracedELBO, TracedELBOMismatch
-from pvae.components import build_vae
+from pvae.components import build_model, build_vae
+from pvae.config import TrainConfig
 from pvae.models import VAE
 from pvae.objectives import build_objective, training_objective
 from tests.test_contracts import GUIDE_SPECS, LIKELIHOOD_SPECS, PRIOR_SPECS, X_DIM, _config, _fitting_data
@@ -67,6 +68,32 @@ def test_traced_elbo_is_the_eager_elbo(prior: str, likelihood: str, guide: str, 
     assert traced._checks_left == {k: 0 for k in traced._checks_left} and len(traced._checks_left) == 2
     # after the checks the loss comes from the replayed trace alone, and is still the eager one
     _assert_same(_losses_and_grads(traced, vae, batches), want)
+
+
+@pytest.mark.parametrize("family,objective", [("hierarchical", "trace"), ("hierarchical", "iwae:3"),
+                                              ("conditional", "trace"), ("conditional", "meanfield")])
+def test_traced_elbo_is_the_eager_elbo_for_the_other_families(family: str, objective: str) -> None:
+    """Two stochastic layers, and a model given labels as a second input, trace to Pyro's eager ELBO too."""
+    config = TrainConfig(model=family, objective=objective, z_dim=2, z1_dim=3, hidden=(8,), top_hidden=(5,))
+    x = _fitting_data("bernoulli", 5 * BATCH)
+    y = torch.arange(5 * BATCH) % 10
+    model = build_model(config, X_DIM, 5 * BATCH, mean_image=x.mean(0))
+    cuts = [slice(0, BATCH), slice(BATCH, 2 * BATCH), slice(2 * BATCH, 2 * BATCH + 3), slice(3 * BATCH, 4 * BATCH)]
+    batches = [(x[c], y[c]) if family == "conditional" else (x[c],) for c in cuts]
+
+    def run(objective_: object) -> list[tuple[Tensor, list[Tensor]]]:
+        pyro.set_rng_seed(11)
+        out = []
+        for args in batches:
+            loss = objective_.differentiable_loss(model.model, model.guide, *args)  # type: ignore[attr-defined]
+            out.append((loss.detach(), list(torch.autograd.grad(loss, list(model.parameters()), allow_unused=True))))
+        return out
+
+    want = run(build_objective(config))
+    traced = TracedELBO(model, build_objective(config))
+    _assert_same(run(traced), want)
+    _assert_same(run(traced), want)  # replayed alone, after the checks
+    assert set(traced._checks_left.values()) == {0}
 
 
 def test_the_trace_follows_in_place_parameter_updates() -> None:

@@ -50,15 +50,23 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert strip(sa["metrics"]) == strip(sb["metrics"]), "metrics differ after kill and resume"
 
 
-@pytest.mark.parametrize("kill_seed", [1, 2])
-def test_kill_9_then_resume_matches_uninterrupted(fake_mnist_root: Path, tmp_path: Path, kill_seed: int) -> None:
+# The default VAE, and two of the new families: M2 (labelled minibatches drawn each step, y enumerated)
+# and two stochastic layers (traced engine).
+KILLED_MODELS = [(1, {}), (2, {"model": "m2", "labels": 100}), (3, {"model": "hierarchical", "z1_dim": 4})]
+
+
+@pytest.mark.parametrize("kill_seed,model", KILLED_MODELS, ids=["vae", "m2", "hierarchical"])
+def test_kill_9_then_resume_matches_uninterrupted(
+    fake_mnist_root: Path, tmp_path: Path, kill_seed: int, model: dict[str, object]
+) -> None:
     """A training process killed with SIGKILL at a random moment resumes to exactly the uninterrupted result."""
     epochs = 6
     reference = tmp_path / "reference"
-    train(_config(fake_mnist_root, reference, epochs=epochs), progress=False)
+    train(_config(fake_mnist_root, reference, epochs=epochs, **model), progress=False)
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "pvae.cli", *_cli_flags(fake_mnist_root, killed, epochs)]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in model.items()]
+    cmd = [sys.executable, "-m", "pvae.cli", *_cli_flags(fake_mnist_root, killed, epochs), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (killed / "checkpoint.pt").exists():
