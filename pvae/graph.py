@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -168,11 +167,15 @@ def _arguments(model: Any, x: Tensor | None, y: Tensor | None) -> dict[str, Tens
         raise ValueError(f"expected no labels y for a model with label_mode 'none' ({type(model).__name__}), "
                          f"got a tensor of shape {tuple(y.shape)}; drop y")
     if x is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu")) if hasattr(model, "parameters") else None
-        # Two blank images: only shapes matter, and a batch of two keeps batch and event dims apart.
-        x = torch.zeros(2, model.x_dim, device=device)
+        # Two blank images on the model's device: only shapes matter, and a batch of two keeps batch
+        # and event dims apart.
+        x = torch.zeros(2, model.x_dim, device=next(model.parameters(), torch.empty(0)).device)
+    elif x.dim() != 2 or x.shape[1] != model.x_dim:
+        raise ValueError(f"expected images x of shape (batch, {model.x_dim}), got {tuple(x.shape)}")
     if y is None and mode == "observed":
         y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    elif y is not None and tuple(y.shape) != (x.shape[0],):
+        raise ValueError(f"expected labels y of shape ({x.shape[0]},), one class per image, got {tuple(y.shape)}")
     return {"x": x} if y is None else {"x": x, "y": y}
 
 
@@ -197,7 +200,8 @@ def program_structure(
     :param x: images ``(batch, x_dim)`` to trace with; only their shape matters. Default: two blank images.
     :param y: classes ``(batch,)``. Default: zeros for a model with ``label_mode`` ``"observed"``;
         none for ``"semi-supervised"``, so that its label site is latent (drawn as in Kingma et al. 2014).
-    :raises ValueError: for an unknown program, or labels for a model that takes none.
+    :raises ValueError: for an unknown program, images or labels of the wrong shape, or labels for
+        a model that takes none.
     """
     if program not in ("model", "guide"):
         raise ValueError(f"expected program 'model' or 'guide', got {program!r}")
@@ -212,13 +216,13 @@ def program_structure(
                    for name, value in arguments.items()]
         with TrackProvenance():
             trace = poutine.trace(fn).get_trace(*tracked)
-    sites = _sample_sites(trace)
-    parents: dict[str, list[str]] = {}
-    for name, site in sites.items():
-        # TrackProvenance gives each sampled value the provenance of its own site only, so a
-        # log-density's provenance names its direct parents (and itself, through the value).
-        provenance = get_provenance(site["fn"].log_prob(site["value"]))
-        parents[name] = [n for n in (*candidates, *sites) if n in provenance and n != name]
+        sites = _sample_sites(trace)
+        parents: dict[str, list[str]] = {}
+        for name, site in sites.items():
+            # TrackProvenance gives each sampled value the provenance of its own site only, so a
+            # log-density's provenance names its direct parents (and itself, through the value).
+            provenance = get_provenance(site["fn"].log_prob(site["value"]))
+            parents[name] = [n for n in (*candidates, *sites) if n in provenance and n != name]
     inputs = [name for name in candidates if any(name in p for p in parents.values())]
     plates: dict[str, list[str]] = {}
     plate_size: dict[str, int] = {}
@@ -438,8 +442,8 @@ def plot_graphical_model(model: GraphicalModel | GraphStructure, path: str | Pat
     model's graph (roots on top, the image site at the bottom), with the latent sites' sizes beside
     them. Solid arrows: the generative model's dependencies (``model.model``); dashed, curved arrows:
     the guide's (``model.guide``, from its inputs too); theta and phi are the model's and the guide's
-    parameters, and the plate repeats its nodes for each of the N images. A VAE gives the paper's
-    z -> x figure.
+    parameters, pointing, as in the paper, at every site of the model and every latent site of the
+    guide; the plate repeats its nodes for each of the N images. A VAE gives the paper's z -> x figure.
 
     :param model: the model, or its structure from :func:`graph_structure` (then nothing is traced).
     :param pdf: also write the figure as PDF beside the PNG.
@@ -494,9 +498,10 @@ def plot_graphical_model(model: GraphicalModel | GraphStructure, path: str | Pat
     for source, target in q.edges:
         if source in circles and target in circles:
             (x0, y0), (x1, y1) = centre[source], centre[target]
-            # The guide's arrows bend away from the model's straight ones, as in the paper; within a
-            # row they bend down, into the room between the rows.
-            rad = -0.45 if y0 != y1 else math.copysign(0.45, x1 - x0)
+            # The guide's arrows bend away from the model's straight ones, as in the paper: a vertical
+            # one to the left, a slanted one outwards (so that two arrows into one node arrive apart),
+            # one within a row down, into the room between the rows.
+            rad = math.copysign(0.45, x1 - x0) if y0 == y1 or x0 != x1 else -0.45
             paths += _arrow(ax, circles[source], circles[target], dashed=True, rad=rad)
     for name in q.latent:
         if name in circles:
