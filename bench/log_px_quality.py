@@ -1,8 +1,10 @@
-"""Test log-likelihood of the default model trained with the ELBO and with the IWAE bound, beside the
-one-layer results of Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders", Table 1.
+"""Test log-likelihood of the one- and two-layer models trained with the ELBO and with the IWAE bound,
+beside Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders", Table 1.
 
-The model is pvae's default, the architecture of Burda et al.'s one-stochastic-layer model: 784-200-200-50
-tanh MLPs, Bernoulli likelihood, N(0, I) prior, diagonal Gaussian guide; dynamically binarized MNIST.
+``--models vae`` is pvae's default, the architecture of Burda et al.'s one-stochastic-layer model:
+784-200-200-50 tanh MLPs, Bernoulli likelihood, N(0, I) prior, diagonal Gaussian guide;
+``--models hierarchical`` their two-layer model (z1: 100 and z2: 50 units, [200, 200] and [100, 100]
+hidden widths); dynamically binarized MNIST.
 Each objective (``trace``: the ELBO; ``iwae:5``, ``iwae:50``) trains from the same seed for the same
 number of epochs; then log p(x) of the test images (binarized once, seed 0) is estimated by importance
 sampling with K = ``--num-samples`` draws of the guide, alongside the ELBO from the same draws, their
@@ -13,7 +15,7 @@ far from that, so the table shows where a short run stands, not a reproduction. 
 training images, seconds, device) is printed with the results.
 
     PVAE_DATA_DIR=../shared/data .venv/bin/python bench/log_px_quality.py --epochs 5 --train-size 10000 \\
-        --num-images 10000 --num-samples 5000 [--objectives trace iwae:5 iwae:50]
+        --num-images 10000 --num-samples 5000 [--models vae hierarchical] [--objectives trace iwae:5 iwae:50]
 
 A run folder per objective is kept under ``--out-dir`` and reused when it already holds the same
 configuration trained to the end, so the estimation can be repeated without training again.
@@ -32,25 +34,29 @@ import torch
 
 from pvae import TrainConfig, load_data, train
 from pvae.data import fixed_eval_set
-from pvae.importance import DEFAULT_CHUNK_SIZE, active_units, importance_estimate
-from pvae.runs import load_run, rebuild_model, resolve_device
+from pvae.devices import resolve_device
+from pvae.evaluate import active_units_by_site
+from pvae.importance import DEFAULT_CHUNK_SIZE, importance_estimate
+from pvae.runs import load_run, rebuild_model
+from pvae.traces import check_data_support
 
-# Burda et al. (2016), Table 1, one stochastic layer, test NLL in nats (lower is better), K = 5000.
-BURDA_NLL = {"trace": 86.76, "iwae:50": 84.78}
+# Burda et al. (2016), Table 1, test NLL in nats (lower is better), K = 5000: (model, objective) -> NLL.
+BURDA_NLL = {("vae", "trace"): 86.76, ("vae", "iwae:50"): 84.78,
+             ("hierarchical", "trace"): 85.33, ("hierarchical", "iwae:50"): 82.90}
 
 
-def trained(objective: str, args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, TrainConfig, dict]:
-    """The run of one objective: trained now, or reused when its folder holds this configuration, finished."""
-    out = Path(args.out_dir) / objective.replace(":", "-")
-    config = TrainConfig(objective=objective, epochs=args.epochs, train_size=args.train_size, seed=args.seed,
+def trained(model: str, objective: str, args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, TrainConfig, dict]:
+    """The run of one (model, objective): trained now, or reused when its folder holds this configuration, finished."""
+    out = Path(args.out_dir) / (objective.replace(":", "-") if model == "vae" else f"{model}-{objective.replace(':', '-')}")
+    config = TrainConfig(model=model, objective=objective, epochs=args.epochs, train_size=args.train_size, seed=args.seed,
                          batch_size=args.batch_size, lr=args.lr, device=str(device), out=str(out),
                          data_dir=args.data_dir)
     if (out / "checkpoint.pt").exists():
         saved, state = load_run(out, map_location=device)
         if saved == config and int(state["epoch"]) == config.epochs:
-            print(f"{objective}: reusing {out}", flush=True)
+            print(f"{model} {objective}: reusing {out}", flush=True)
             return rebuild_model(saved, state, device), saved, state
-    print(f"{objective}: training {config.epochs} epochs on {config.train_size or 'all'} images into {out}", flush=True)
+    print(f"{model} {objective}: training {config.epochs} epochs on {config.train_size or 'all'} images into {out}", flush=True)
     train(config, overwrite=True, progress=False)
     saved, state = load_run(out, map_location=device)
     return rebuild_model(saved, state, device), saved, state
@@ -58,6 +64,7 @@ def trained(objective: str, args: argparse.Namespace, device: torch.device) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["vae"], choices=("vae", "hierarchical"))
     parser.add_argument("--objectives", nargs="+", default=["trace", "iwae:5", "iwae:50"])
     parser.add_argument("--epochs", type=int, default=5, help="training epochs, the same for every objective")
     parser.add_argument("--train-size", type=int, default=10_000, help="training images (default 10,000; 0: all)")
@@ -78,18 +85,19 @@ def main() -> None:
 
     device = resolve_device(args.device)
     rows = []
-    for objective in args.objectives:
-        vae, config, state = trained(objective, args, device)
+    for model_name, objective in [(m, o) for m in args.models for o in args.objectives]:
+        vae, config, state = trained(model_name, objective, args, device)
         data = load_data(config.dataset, args.data_dir, val_size=config.val_size, device=device)
         x_test = fixed_eval_set(data.test, config.binarization)
         x = x_test[: args.num_images]
-        vae.likelihood.check_support(x)
+        check_data_support(vae, x)
         pyro.set_rng_seed(args.seed)
         tic = time.perf_counter()
         with pyro.validation_enabled(False):  # support checked above; see pvae.evaluate
             est = importance_estimate(vae.model, vae.guide, x, num_samples=args.num_samples, chunk_size=args.chunk_size)
         seconds = time.perf_counter() - tic
         row = {
+            "model": model_name,
             "objective": objective,
             "epochs": config.epochs,
             "train_images": state["num_data"],
@@ -101,24 +109,24 @@ def main() -> None:
             "elbo": est.elbo.mean().item(),
             "kl_gap": est.kl_gap.mean().item(),
             "ess_mean": est.ess.mean().item(),
-            "active_units": active_units(vae.guide, x_test),
+            "active_units": active_units_by_site(vae, x_test),
             "estimate_seconds": seconds,
-            "burda_nll": BURDA_NLL.get(objective),
+            "burda_nll": BURDA_NLL.get((model_name, objective)),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    head = (f"{'objective':<9} {'epochs':>6} {'train s':>8} {'test ELBO':>10} {'log p(x)':>17} {'NLL':>7} "
-            f"{'KL gap':>7} {'ESS':>7} {'AU':>3} {'Burda NLL':>9}")
+    head = (f"{'model':<12} {'objective':<9} {'epochs':>6} {'train s':>8} {'test ELBO':>10} {'log p(x)':>17} {'NLL':>7} "
+            f"{'KL gap':>7} {'ESS':>7} {'Burda NLL':>9}  active units")
     print(f"\ndevice {device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads; "
           f"test images {rows[0]['test_images']}, K = {args.num_samples}; nats per image")
     print(head)
     for r in rows:
         burda = f"{r['burda_nll']:.2f}" if r["burda_nll"] is not None else "-"
-        print(f"{r['objective']:<9} {r['epochs']:>6} {r['train_seconds']:>8.0f} {r['elbo']:>10.2f} "
+        print(f"{r['model']:<12} {r['objective']:<9} {r['epochs']:>6} {r['train_seconds']:>8.0f} {r['elbo']:>10.2f} "
               f"{r['log_px']:>9.2f} ± {r['log_px_stderr']:.2f} {-r['log_px']:>7.2f} {r['kl_gap']:>7.2f} "
-              f"{r['ess_mean']:>7.1f} {r['active_units']:>3} {burda:>9}")
-    print(f"Burda et al. (2016), Table 1, one stochastic layer, same architecture, 3,280 passes over 60,000 images. "
+              f"{r['ess_mean']:>7.1f} {burda:>9}  {r['active_units']}")
+    print(f"Burda et al. (2016), Table 1, same architectures, 3,280 passes over 60,000 images. "
           f"Here: {rows[0]['train_images']} training images, {args.epochs} epochs, batch {args.batch_size}, "
           f"lr {args.lr} (cosine schedule).")
     out = Path(args.out_dir) / "quality.json"

@@ -11,7 +11,6 @@ import importlib
 import inspect
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from pvae.config import TrainConfig, iwae_particles, model_arguments

@@ -51,6 +51,7 @@ __all__ = [
     "ElboTerms",
     "elbo_terms",
     "classify",
+    "active_units_by_site",
     "evaluate_run",
     "format_table",
     "PER_IMAGE",
@@ -98,6 +99,9 @@ def elbo_terms(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     check_images(x, model.x_dim)
+    if label_mode(model) == "observed" and not args:
+        raise ValueError(f"this model is conditioned on the labels y: pass them after the images, "
+                         f"elbo_terms(model, x, y) with y of shape ({x.shape[0]},)")
     for a in args:
         if a.shape[:1] != x.shape[:1]:
             raise ValueError(f"expected one label per image, shape ({x.shape[0]},), got {tuple(a.shape)}")
@@ -241,6 +245,9 @@ def evaluate_run(
         }
         site = label_site(model, x[:2], labels[:2]) if mode != "none" else None
         if site is not None:
+            # M2's label is a latent of the test images: every number above sums it out exactly.
+            result["label_site"] = site
+            result["discrete_latents"] = "summed exactly (enumerated)"
             predicted = classify(model, x, site)
             result["classification_error"] = (predicted != labels).double().mean().item()
         if num_samples_log_px is not None:
@@ -272,7 +279,7 @@ def _log_px_evaluation(
     writer.writerow(PER_IMAGE_FIELDS)
     writer.writerows([i, label, *(f"{v:.6f}" for v in values)] for i, label, *values in rows)
     atomic_write_text(csv_path, buf.getvalue())
-    by_site = _active_units(model, x, args) if n > 1 else {}
+    by_site = active_units_by_site(model, x, *args) if n > 1 else {}
     return {
         "log_px": est.log_px_mean,
         "log_px_stderr": est.log_px_stderr,
@@ -289,8 +296,12 @@ def _log_px_evaluation(
     }
 
 
-def _active_units(model: GraphicalModel, x: Tensor, args: tuple[Tensor, ...], threshold: float = 0.01) -> dict[str, int]:
-    """Active units of every continuous latent site (Burda et al. 2016: Cov_x E_q[u] > 0.01)."""
+def active_units_by_site(model: GraphicalModel, x: Tensor, *args: Tensor, threshold: float = 0.01) -> dict[str, int]:
+    """Active units of every continuous latent site (Burda et al. 2016: Cov_x E_q[u] > 0.01).
+
+    :param x: images ``(N, x_dim)``, N >= 2; :param args: per-image labels for a model conditioned on them.
+    :returns: site name -> number of active units, in the model's order.
+    """
     _, model_trace, _ = trace_pair(model.model, model.guide, x[:2], *(a[:2] for a in args), enumerate_discrete=False)
     sites = [n for n in latent_sites(model_trace) if not is_discrete(model_trace.nodes[n])]
     return {name: int((latent_activity(model.guide, x, *args, site=name) > threshold).sum()) for name in sites}

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from pvae.errors import ConfigError
-from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, PosteriorFamily
-from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace, Likelihood
+from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior
+from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Laplace
 from pvae.priors import (
     DiagonalNormal,
     FlowPrior,

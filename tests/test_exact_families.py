@@ -11,7 +11,6 @@ from pathlib import Path
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn

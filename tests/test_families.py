@@ -110,15 +110,15 @@ def _train(fake_mnist_root: Path, out: Path, family: str, **kw: object) -> objec
     return train(config, progress=False)
 
 
-@pytest.mark.parametrize("family", ["hierarchical", "conditional", "m2"])
+@pytest.mark.parametrize(("family", "objective"), CASES, ids=[f"{f}-{o}" for f, o in CASES])
 def test_save_reload_and_resume_are_exact(
-    family: str, fake_mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    family: str, objective: str, fake_mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run rebuilt from its folder gives identical outputs, and a run stopped after epoch 1 and resumed
     ends bit for bit where an uninterrupted one does."""
     train_module = sys.modules["pvae.train"]
 
-    whole = _train(fake_mnist_root, tmp_path / "whole", family, epochs=2)
+    whole = _train(fake_mnist_root, tmp_path / "whole", family, epochs=2, objective=objective)
     save_epoch = train_module.save_epoch
 
     def save_then_stop(*args: object, **kwargs: object) -> None:
@@ -127,10 +127,10 @@ def test_save_reload_and_resume_are_exact(
 
     monkeypatch.setattr(train_module, "save_epoch", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        _train(fake_mnist_root, tmp_path / "cut", family, epochs=2)
+        _train(fake_mnist_root, tmp_path / "cut", family, epochs=2, objective=objective)
     monkeypatch.setattr(train_module, "save_epoch", save_epoch)
     resumed = train(_config(family, data_dir=str(fake_mnist_root), val_size=100, batch_size=50,
-                            out=str(tmp_path / "cut"), epochs=2), resume=True, progress=False)
+                            out=str(tmp_path / "cut"), epochs=2, objective=objective), resume=True, progress=False)
     a, b = whole.vae.state_dict(), resumed.vae.state_dict()  # type: ignore[attr-defined]
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run's"
     assert whole.metrics[-1]["train_elbo"] == resumed.metrics[-1]["train_elbo"]  # type: ignore[attr-defined]
@@ -192,6 +192,7 @@ def test_a_model_of_your_own_trains_evaluates_and_is_rebuilt_by_import_path(fake
     ("no_such_module:Model", "cannot import 'no_such_module'"),
     ("own_model:Missing", "has no 'Missing'"),
     ("own_model:main", "torch.nn.Module class"),
+    ("torch.nn:Linear", "lacks model and guide"),
 ])
 def test_a_model_that_cannot_be_imported_is_one_line(spec: str, message: str, fake_mnist_root: Path, tmp_path: Path) -> None:
     """A class path that cannot be imported, or is not a model class, is one line with exit code 2, nothing written."""
@@ -227,3 +228,17 @@ def test_a_site_outside_the_data_plate_is_refused_before_training(fake_mnist_roo
         train(config, progress=False)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_the_labelled_subset_is_class_balanced_and_fixed_by_its_seed() -> None:
+    """--labels 100 keeps 10 images of each class; the same seed picks the same images, another seed others."""
+    from pvae.data import labelled_subset
+
+    labels = torch.randint(0, 10, (2000,), generator=torch.Generator().manual_seed(0))
+    chosen = labelled_subset(labels, 100, seed=0)
+    assert torch.bincount(labels[chosen], minlength=10).tolist() == [10] * 10
+    assert torch.equal(chosen, labelled_subset(labels, 100, seed=0))
+    assert not torch.equal(chosen, labelled_subset(labels, 100, seed=1))
+    few_zeros = torch.cat([torch.zeros(5, dtype=torch.long), torch.arange(1, 10).repeat(50)])
+    with pytest.raises(ValueError, match="asks 10 images of class 0, but the training set has 5"):
+        labelled_subset(few_zeros, 100, seed=0)

@@ -4,7 +4,6 @@ get one clear line and a non-zero exit status (issue 6)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
