@@ -23,8 +23,8 @@ from pvae.components import (
 from pvae.config import TrainConfig
 from pvae.errors import ConfigError
 from pvae.data import DataNotFoundError, ImageData, load_data
-from pvae.evaluate import ElboTerms, classify, elbo_terms, evaluate_run
-from pvae.graph import graph_source, model_graph, plot_graphical_model, write_graphs
+from pvae.evaluate import ElboTerms, active_units_by_site, classify, elbo_terms, evaluate_run
+from pvae.graph import graph_source, graph_structure, model_graph, plot_graphical_model, write_graphs
 from pvae.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, PosteriorFamily
 from pvae.importance import (
     ImportanceEstimate,
@@ -38,7 +38,8 @@ from pvae.iwae import IWAE_ELBO
 from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Likelihood
 from pvae.models import VAE, ConditionalVAE, SemiSupervisedVAE, TwoLayerVAE
 from pvae.objectives import SemiSupervisedObjective, build_objective, training_objective
-from pvae.plots import plot_run, posterior_on_grid
+from pvae.plots import plot_class_grid, plot_run, posterior_on_grid, sample_run
+from pvae.predictive import central_latents, generate, reconstruct
 from pvae.priors import DiagonalNormal, FlowPrior, MixtureOfGaussians, Prior, StandardNormal, StudentT, VampPrior
 from pvae.protocol import GraphicalModel, label_mode
 from pvae.runs import OpenRun, RunFolderError, load_run, open_run, rebuild_model
@@ -75,6 +76,13 @@ __all__ = [
     "TrainResult",
     "elbo_terms",
     "classify",
+    "active_units_by_site",
+    "reconstruct",
+    "generate",
+    "central_latents",
+    "sample_run",
+    "plot_class_grid",
+    "graph_structure",
     "build_objective",
     "training_objective",
     "SemiSupervisedObjective",

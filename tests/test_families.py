@@ -242,3 +242,14 @@ def test_the_labelled_subset_is_class_balanced_and_fixed_by_its_seed() -> None:
     few_zeros = torch.cat([torch.zeros(5, dtype=torch.long), torch.arange(1, 10).repeat(50)])
     with pytest.raises(ValueError, match="asks 10 images of class 0, but the training set has 5"):
         labelled_subset(few_zeros, 100, seed=0)
+
+
+def test_a_conditional_model_without_its_labels_is_one_line() -> None:
+    """Asking for the ELBO of a class-conditional model without the labels says to pass them."""
+    from pvae import elbo_terms
+
+    model = build_model(_config("conditional"), X_DIM, 600)
+    x, _ = _batch()
+    with pytest.raises(ValueError, match="conditioned on the labels y") as info:
+        elbo_terms(model, x)
+    assert "\n" not in str(info.value)
