@@ -28,7 +28,7 @@ from pvae.checkpoint import atomic_write_text, save_checkpoint
 from pvae.components import build_model, check_config
 from pvae.config import TrainConfig
 from pvae.data import ImageData, binarize, fixed_eval_set, labelled_subset, load_data
-from pvae.devices import resolve_device
+from pvae.devices import forked_rng, resolve_device
 from pvae.errors import ConfigError
 from pvae.evaluate import elbo_terms
 from pvae.objectives import Objective, check_objective, engine_for, training_objective, wants_enumeration
@@ -158,17 +158,20 @@ def train(
     def labels_of(y: Tensor) -> tuple[Tensor, ...]:  # what model and guide take besides the images
         return (y,) if mode == "observed" else ()
 
-    check_model_traces(vae, x_static[:2], *labels_of(data.train_labels[:2]))
-    val_args = labels_of(data.val_labels)
-    if len(x_val):
-        check_data_support(vae, x_val, *val_args)
-    else:
-        check_data_support(vae, x_static[:1000], *labels_of(data.train_labels[:1000]))
-    if config.binarization != "dynamic":
-        check_data_support(vae, x_static, *labels_of(data.train_labels))
     probe_args = labels_of(data.train_labels[:2])
-    enumerate = wants_enumeration(vae, x_static[:2], *probe_args)
-    check_objective(config, vae, x_static[:2], *probe_args)
+    # The checks run the programs, which draws latents: forked, so that the training's random
+    # stream is the one it would be without them (and the default VAE's numbers stay as they were).
+    with forked_rng(device):
+        check_model_traces(vae, x_static[:2], *probe_args)
+        if len(x_val):
+            check_data_support(vae, x_val, *labels_of(data.val_labels))
+        else:
+            check_data_support(vae, x_static[:1000], *labels_of(data.train_labels[:1000]))
+        if config.binarization != "dynamic":
+            check_data_support(vae, x_static, *labels_of(data.train_labels))
+        enumerate = wants_enumeration(vae, x_static[:2], *probe_args)
+        check_objective(config, vae, x_static[:2], *probe_args)
+    val_args = labels_of(data.val_labels)
 
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)  # type: ignore[attr-defined]
     scheduler = _scheduler(config, optimizer)
