@@ -124,6 +124,9 @@ def import_model_class(path: str) -> type[nn.Module]:
     except ImportError as err:
         raise ConfigError(f"cannot import {module_name!r} for --model {path} ({err}); put its folder on "
                           "PYTHONPATH or install it") from None
+    except Exception as err:  # the user's module itself fails (a SyntaxError, a NameError, ...): say where
+        raise ConfigError(f"importing {module_name!r} for --model {path} failed: {type(err).__name__}: "
+                          f"{' '.join(str(err).split())}") from None
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ConfigError(f"module {module_name!r} has no {class_name!r} (for --model {path})")
@@ -161,9 +164,9 @@ def build_model(
         kwargs = model_arguments(config.model_args)
         try:
             model = cls(x_dim=x_dim, num_data=num_data, **kwargs)
-        except TypeError as err:
-            raise ConfigError(f"cannot build {config.model} with x_dim, num_data and --model-args {config.model_args} "
-                              f"({err})") from None
+        except Exception as err:  # a wrong argument, or the constructor's own error: one line, with its type
+            raise ConfigError(f"{config.model}(x_dim={x_dim}, num_data={num_data}, **{config.model_args}) failed: "
+                              f"{type(err).__name__}: {' '.join(str(err).split())}") from None
         for name in ("x_dim", "num_data"):
             if not hasattr(model, name):
                 raise ConfigError(f"{config.model} must keep its constructor's {name} as an attribute (see pvae.protocol)")

@@ -111,7 +111,7 @@ def log_importance_weights(
                 raise ValueError(
                     f"the model's latent site {name!r} is not in the guide; the guide must propose every latent"
                 )
-            lp = site_log_prob(site, role, ndim, data_plate=data_plate, enumerated=bool(summed))
+            lp = site_log_prob(site, role, ndim, data_plate=data_plate, enumerated=len(summed))
             log_probs.append(sign * (lp if dtype is None else lp.to(dtype)))
             scales[f"{role} site {name!r}"] = float(site["scale"])
     if not log_probs:

@@ -35,6 +35,7 @@ __all__ = [
     "engine_for",
     "wants_enumeration",
     "check_objective",
+    "check_semi_supervised",
 ]
 
 # Anything with Pyro's differentiable_loss(model, guide, *args): an ELBO, a TracedELBO, the M2 objective.
@@ -69,7 +70,9 @@ def build_objective(config: TrainConfig, *, enumerate: bool = False) -> ELBO:
                 f"the guide enumerates a discrete latent, which objective {config.objective} cannot sum over; "
                 "use --objective trace (TraceEnum_ELBO sums it exactly)"
             )
-        return TraceEnum_ELBO(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
+        # Not strict: M2's labelled batches run the same ELBO with y observed, where nothing is enumerated.
+        return TraceEnum_ELBO(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1,
+                              strict_enumeration_warning=False)
     if (k := iwae_particles(config.objective)) is not None:
         return IWAE_ELBO(num_particles=k, max_plate_nesting=1)
     cls = Trace_ELBO if config.objective == "trace" else TraceMeanField_ELBO
@@ -100,6 +103,25 @@ def check_objective(config: TrainConfig, model: GraphicalModel, x: Tensor, *args
                 "(Monte-Carlo KL), or a closed-form pair: guide diagonal with prior normal, diagonal or laplace; "
                 "guide full-cov with prior normal or diagonal"
             ) from None
+
+
+def check_semi_supervised(model: GraphicalModel, x: Tensor, y: Tensor) -> None:
+    """Check, before training, the programs a semi-supervised step runs on labelled images: the
+    model and guide given ``y``, and the classification term ``classifier_model``/``classifier_guide``.
+
+    :param x: two labelled images ``(2, x_dim)``; :param y: their classes ``(2,)``.
+    :raises ConfigError: when the classification term is missing; the programs' own errors otherwise.
+    """
+    missing = [name for name in ("classifier_model", "classifier_guide") if not callable(getattr(model, name, None))]
+    if missing:
+        raise ConfigError(f"a semi-supervised model needs {' and '.join(missing)}(x, y), the classification term "
+                          "alpha * log q(y|x) on labelled images (see pvae.models.semisupervised)")
+    from pvae.traces import check_model_traces
+
+    check_model_traces(model, x, y)
+    with torch.no_grad(), pyro.validation_enabled(False):
+        model.classifier_model(x, y)  # type: ignore[attr-defined]
+        model.classifier_guide(x, y)  # type: ignore[attr-defined]
 
 
 class SemiSupervisedObjective:

@@ -46,7 +46,7 @@ from pvae.data import ImageData, fixed_eval_set
 from pvae.devices import forked_rng, resolve_device
 from pvae.evaluate import elbo_terms
 from pvae.predictive import central_latents, continuous_latents, decode, generate, label_args, reconstruct
-from pvae.protocol import GraphicalModel, label_mode
+from pvae.protocol import GraphicalModel, label_mode, num_classes
 from pvae.traces import PARTICLES, is_discrete, sample_sites, site_log_prob, sum_sites
 
 __all__ = [
@@ -165,7 +165,7 @@ def plot_samples(
     cols = -(-n // rows)
     device = _device(vae)
     if y is None and label_mode(vae) == "observed":
-        y = (torch.arange(n, device=device) // cols) % vae.num_classes  # type: ignore[attr-defined]
+        y = (torch.arange(n, device=device) // cols) % num_classes(vae)
     if y is not None and y.shape != (n,):
         raise ValueError(f"expected one class per sample, shape ({n},), got {tuple(y.shape)}")
     images = generate(vae, n, y, device=device)
@@ -312,21 +312,21 @@ def plot_class_grid(
         raise ValueError("the class grid needs a model with labels; this one takes none")
     if styles < 1:
         raise ValueError(f"expected styles >= 1, got {styles}")
-    num_classes: int = model.num_classes  # type: ignore[attr-defined]
+    classes_count = num_classes(model)
     device = _device(model)
-    classes = torch.arange(num_classes, device=device).repeat_interleave(styles)  # row-major: y, then style
+    classes = torch.arange(classes_count, device=device).repeat_interleave(styles)  # row-major: y, then style
     given = torch.zeros(styles, dtype=torch.long, device=device) if mode == "observed" else None
     latents = _latents(_prior_trace(model, styles, given))
-    values = {name: site["value"].repeat(num_classes, *([1] * (site["value"].dim() - 1)))
+    values = {name: site["value"].repeat(classes_count, *([1] * (site["value"].dim() - 1)))
               for name, site in latents.items() if not is_discrete(site)}
     names = ", ".join(values) or "latents"
     discrete = [name for name, site in latents.items() if is_discrete(site)]
     y = classes
     if mode == "semi-supervised" and len(discrete) == 1:
         values[discrete[0]], y = classes, None  # M2's y as the latent site it is, set to each class
-    images = decode(model, values, num_classes * styles, y, device=device)
-    title = f"rows: y = 0..{num_classes - 1}, columns: {names} ~ p({names})"
-    return _save_image(_grid(images, image_shape, rows=num_classes), path, title, pdf)
+    images = decode(model, values, classes_count * styles, y, device=device)
+    title = f"rows: y = 0..{classes_count - 1}, columns: {names} ~ p({names})"
+    return _save_image(_grid(images, image_shape, rows=classes_count), path, title, pdf)
 
 
 def _normal_quantiles(n: int) -> Tensor:
@@ -639,6 +639,7 @@ def plot_run(
     device: str = "auto",
     num_latent_images: int = 5000,
     num_posterior_images: int = 4,
+    seed: int = 0,
 ) -> RunFigures:
     """Every figure of a run folder that its model allows, written into ``out`` (default: the run
     folder); each figure it leaves out is named in ``skipped`` with the reason.
@@ -651,13 +652,25 @@ def plot_run(
 
     :param num_latent_images: test images in the latent-space scatter.
     :param num_posterior_images: test images in the true-posterior figure.
+    :param seed: seeds every draw (samples, class grid, posterior bounds), so the figures are the
+        same each time; the caller's random state is left as it was.
     """
+    dev = resolve_device(device)
+    with forked_rng(dev):
+        torch.manual_seed(seed)
+        return _plot_run(run_dir, out, pdf, data_dir, dev, num_latent_images, num_posterior_images)
+
+
+def _plot_run(
+    run_dir: str | Path, out: str | Path | None, pdf: bool, data_dir: str | None, device: torch.device,
+    num_latent_images: int, num_posterior_images: int,
+) -> RunFigures:
     from pvae.runs import open_run
 
     run_dir = Path(run_dir)
     out = run_dir if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = open_run(run_dir, device=resolve_device(device), data_dir=data_dir)
+    run = open_run(run_dir, device=device, data_dir=data_dir)
     model, data = run.model, run.data
     x_test = fixed_eval_set(data.test, run.config.binarization)
     # A model conditioned on labels is given the test labels; M2's guide chooses them itself.
@@ -742,9 +755,9 @@ def sample_run(
     if label is not None:
         if label_mode(model) == "none":
             raise ValueError("this run's model takes no labels; drop --label")
-        num_classes: int = model.num_classes  # type: ignore[attr-defined]
-        if not 0 <= label < num_classes:
-            raise ValueError(f"expected a label in 0..{num_classes - 1} (the model's classes), got {label}")
+        classes_count = num_classes(model)
+        if not 0 <= label < classes_count:
+            raise ValueError(f"expected a label in 0..{classes_count - 1} (the model's classes), got {label}")
         y = torch.full((num,), label, dtype=torch.long, device=dev)
     out = Path(run_dir) if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,10 @@ class. The contract:
 * ``label_mode`` (optional, default ``"none"``): ``"observed"`` when ``y``, integer classes of shape
   ``(batch,)``, is always passed (a class-conditional model); ``"semi-supervised"`` when ``y`` is a
   sample site, observed when passed and latent (``y=None``) otherwise;
-* ``num_classes`` (optional): the number of classes, when labels are used.
+* ``num_classes``: the number of classes, required when labels are used;
+* for ``"semi-supervised"`` also ``classifier_model(x, y)`` and ``classifier_guide(x, y)``, the
+  classification term alpha * log q(y|x) on labelled images (Kingma et al. 2014, eq. 9), and a
+  ``num_labelled`` attribute, which pvae sets to N_l before training.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
-__all__ = ["GraphicalModel", "LabelMode", "LABEL_MODES", "DATA_PLATE", "label_mode", "uses_labels"]
+__all__ = ["GraphicalModel", "LabelMode", "LABEL_MODES", "DATA_PLATE", "label_mode", "uses_labels", "num_classes"]
 
 LabelMode = Literal["none", "observed", "semi-supervised"]
 LABEL_MODES: tuple[str, ...] = ("none", "observed", "semi-supervised")
@@ -64,3 +67,15 @@ def label_mode(model: object) -> LabelMode:
 def uses_labels(model: object) -> bool:
     """Whether ``model`` takes labels ``y`` at all."""
     return label_mode(model) != "none"
+
+
+def num_classes(model: object) -> int:
+    """The number of classes of a model that uses labels (its ``num_classes``).
+
+    :raises ValueError: when the model uses labels but does not say how many classes there are.
+    """
+    count = getattr(model, "num_classes", None)
+    if not isinstance(count, int) or count < 2:
+        raise ValueError(f"a model with label_mode {label_mode(model)!r} must say how many classes there are: "
+                         f"set its attribute num_classes (an integer >= 2), got {count!r}")
+    return count

@@ -142,7 +142,7 @@ def trace_pair(
 
 
 def site_log_prob(
-    site: dict[str, Any], role: str, ndim: int, *, data_plate: str = DATA_PLATE, enumerated: bool = False
+    site: dict[str, Any], role: str, ndim: int, *, data_plate: str = DATA_PLATE, enumerated: int = 0
 ) -> Tensor:
     """A site's log-density summed over its event and over every plate but the particles' and the images'.
 
@@ -150,8 +150,9 @@ def site_log_prob(
     p(x_i, z_i). Masks apply.
 
     :param role: ``"model"`` or ``"guide"``, for messages. :param ndim: from :func:`trace_pair`.
-    :param enumerated: the traces were made with ``enumerate_discrete=True``, so dims left of the
-        particles' are enumeration dims, kept as they are.
+    :param enumerated: how many sites the traces enumerate (``len(enumerated_sites(guide_trace))``):
+        up to that many dims left of the particles' are enumeration dims, kept as they are; any
+        other extra dim is an error.
     :returns: ``(particles, batch)``, or with enumerated sites in the trace ``(E_n, ..., E_1,
         particles, batch)`` where each E is 1 or an enumerated site's number of values.
     :raises ValueError: for a site outside the data plate, or one with batch dims no plate declares.
@@ -175,7 +176,7 @@ def site_log_prob(
 
 
 def per_image(
-    values: Tensor, site: dict[str, Any], ndim: int, *, data_plate: str = DATA_PLATE, enumerated: bool = False,
+    values: Tensor, site: dict[str, Any], ndim: int, *, data_plate: str = DATA_PLATE, enumerated: int = 0,
     role: str = "model",
 ) -> Tensor:
     """Any per-site tensor laid out like the site's log-density (a KL divergence, say), summed over
@@ -183,7 +184,7 @@ def per_image(
     name = site["name"]
     frames = {f.name: f for f in site["cond_indep_stack"] if f.vectorized}
     lp = values
-    if lp.dim() > ndim and not enumerated:
+    if lp.dim() - ndim > enumerated:
         raise ValueError(
             f"{role} site {name!r} has log_prob of shape {tuple(lp.shape)}, more batch dims than its plates; "
             "fold the extra dims into the event with .to_event(...)"
@@ -263,7 +264,7 @@ def check_model_traces(model: Any, x: Tensor, *args: Any) -> None:
     with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
         guide_trace, model_trace, ndim = trace_pair(model.model, model.guide, x, *args, enumerate_discrete=True)
     image_site(model_trace, x)
-    summed = bool(enumerated_sites(guide_trace))
+    summed = len(enumerated_sites(guide_trace))
     for role, trace in (("model", model_trace), ("guide", guide_trace)):
         for name, site in sample_sites(trace).items():
             if role == "model" and not site["is_observed"] and name not in guide_trace.nodes:

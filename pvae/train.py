@@ -31,8 +31,15 @@ from pvae.data import ImageData, binarize, fixed_eval_set, labelled_subset, load
 from pvae.devices import forked_rng, resolve_device
 from pvae.errors import ConfigError
 from pvae.evaluate import elbo_terms
-from pvae.objectives import Objective, check_objective, engine_for, training_objective, wants_enumeration
-from pvae.protocol import GraphicalModel, label_mode
+from pvae.objectives import (
+    Objective,
+    check_objective,
+    check_semi_supervised,
+    engine_for,
+    training_objective,
+    wants_enumeration,
+)
+from pvae.protocol import GraphicalModel, label_mode, num_classes
 from pvae.registry import is_import_path
 from pvae.runs import CHECKPOINT, CONFIG, EVALUATION, METRICS, PER_IMAGE, RunFolderError, load_run, metrics_csv
 from pvae.traces import check_data_support, check_model_traces
@@ -139,9 +146,14 @@ def train(
     if vae is None:
         vae = build_model(config, data.x_dim, x_grey.shape[0], mean_image=x_grey.mean(0), init_data=x_static)
     mode = label_mode(vae)
+    if mode != "none":
+        num_classes(vae)  # a model with labels says how many classes it has, or is refused here
     # The images each epoch steps through, and for M2 the labelled few (the rest are unlabelled).
     fit = torch.arange(x_grey.shape[0], device=device)
     labelled = None
+    if mode != "semi-supervised" and config.labels is not None:
+        raise ConfigError(f"--labels picks the labelled images of a semi-supervised model; {config.model} has "
+                          f"label_mode {mode!r}: drop --labels")
     if mode == "semi-supervised":
         if config.labels is None:
             raise ConfigError("a semi-supervised model learns from a few labelled images: give their number with "
@@ -169,6 +181,8 @@ def train(
             check_data_support(vae, x_static[:1000], *labels_of(data.train_labels[:1000]))
         if config.binarization != "dynamic":
             check_data_support(vae, x_static, *labels_of(data.train_labels))
+        if labelled is not None:  # M2's labelled programs, which the first step would run
+            check_semi_supervised(vae, x_static[labelled[:2]], data.train_labels[labelled[:2]])
         enumerate = wants_enumeration(vae, x_static[:2], *probe_args)
         check_objective(config, vae, x_static[:2], *probe_args)
     val_args = labels_of(data.val_labels)
@@ -176,6 +190,9 @@ def train(
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)  # type: ignore[attr-defined]
     scheduler = _scheduler(config, optimizer)
     data_rng = torch.Generator(device=device).manual_seed(config.seed)
+    # Built before anything is written: it refuses what it cannot run (e.g. --engine jit for m2).
+    labelled_set = None if labelled is None else (x_static[labelled], data.train_labels[labelled], data_rng)
+    objective = training_objective(config, vae, own_model=own_model, enumerate=enumerate, labelled=labelled_set)
     metrics: list[dict[str, float]] = []
     start_epoch = 1
     if state is not None:
@@ -195,8 +212,6 @@ def train(
                                                     "engine": engine}, indent=2))
         atomic_write_text(out / METRICS, metrics_csv([]))
 
-    labelled_set = None if labelled is None else (x_static[labelled], data.train_labels[labelled], data_rng)
-    objective = training_objective(config, vae, own_model=own_model, enumerate=enumerate, labelled=labelled_set)
     y_train = data.train_labels if mode == "observed" else None
     steps = math.ceil(fit.shape[0] / config.batch_size)
     show = sys.stderr.isatty() if progress is None else progress

@@ -18,6 +18,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from pvae import TrainConfig, elbo_terms, importance_estimate, train
 from pvae.components import build_model
+from pvae.objectives import build_objective
 from pvae.importance import log_importance_weights
 from pvae.models.common import join_label
 from pvae.predictive import generate
@@ -89,10 +90,18 @@ def test_elbo_plus_kl_to_the_posterior_is_log_px_layer_by_layer() -> None:
     chain, x = LinearChain(shift=0.4, widen=1.8), _chain_data()
     pyro.set_rng_seed(1)
     terms = elbo_terms(chain, x, num_samples=20_000)
+    # z2, a root of the model, gets KL(q(z2|z1) || p(z2)) in closed form given z1; z1 (whose prior
+    # depends on z2) the Monte-Carlo E_q[log q(z1|x) - log p(z1|z2)].
     assert list(terms.kl_by_site) == ["z2", "z1"] and terms.analytic_by_site == {"z2": True, "z1": False}
-    torch.testing.assert_close(terms.reconstruction - terms.kl_by_site["z1"] - terms.kl_by_site["z2"], terms.elbo)
     exact_posterior = chain.posterior_z1(x)
     q1 = MultivariateNormal(exact_posterior.loc + 0.4, exact_posterior.covariance_matrix * 1.8)
+    # The z2 term in closed form: q(z2|z1) = N(m, V) with m = G (z1 - b), z1 ~ q1, against N(0, 1):
+    # E[KL] = (V + E[m^2] - 1 - log V) / 2, E[m^2] = G (Sigma_1 + (mu_1 - b)(mu_1 - b)^T) G^T.
+    G, b, V = chain.posterior_z2_given_z1()
+    centred = q1.loc - b
+    second = (G @ q1.covariance_matrix @ G.T).squeeze() + (centred @ G.T).squeeze(-1) ** 2
+    kl_z2 = 0.5 * (V.squeeze() + second - 1 - torch.log(V.squeeze()))
+    torch.testing.assert_close(terms.kl_by_site["z2"].double(), kl_z2, rtol=0, atol=0.02)
     # q(z2|z1) is the true p(z2|z1, x), so the joint KL is that of the z1 layer alone.
     kl = kl_divergence(q1, exact_posterior)
     expected = chain.marginal().log_prob(x) - kl
@@ -181,6 +190,39 @@ class _Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(4 * _orientation(x))
+
+
+def test_the_m2_step_scales_each_part_to_its_own_set_and_alpha_to_0_1_n() -> None:
+    """One M2 step: unlabelled ELBO x N_u / B, labelled ELBO x N_l / B_l, and alpha * mean log q(y|x) with
+    alpha = 0.1 N; the classifier q(y|x) gets gradient from both the enumerated ELBO and the alpha term."""
+    from pvae.objectives import SemiSupervisedObjective
+
+    config = TrainConfig(model="m2", labels=10, z_dim=2, hidden=(6,))
+    model = build_model(config, 5, 1000)  # N = 1000 images, N_l = 10 labelled, N_u = 990
+    assert model.num_labelled == 10
+    gen = torch.Generator().manual_seed(0)
+    x_l, y_l = torch.bernoulli(torch.full((10, 5), 0.5), generator=gen), torch.arange(10)
+    x_u = torch.bernoulli(torch.full((4, 5), 0.5), generator=gen)
+    elbo = build_objective(config, enumerate=True)
+    objective = SemiSupervisedObjective(elbo, x_l, y_l, torch.Generator().manual_seed(3))
+    pyro.set_rng_seed(1)
+    loss = objective.differentiable_loss(model.model, model.guide, x_u)
+    rows = torch.randperm(10, generator=torch.Generator().manual_seed(3))[:4]  # the labelled batch it drew
+    log_q = torch.log_softmax(model.classifier(x_l[rows]), -1)[torch.arange(4), y_l[rows]]
+    torch.testing.assert_close(objective.auxiliary, -(0.1 * 1000) * log_q.mean(), rtol=1e-5, atol=1e-4)
+    # The two ELBO parts on the same draws (the aux term draws nothing), unscaled, then scaled by hand.
+    model.num_data, model.num_labelled = None, None
+    pyro.set_rng_seed(1)
+    unlabelled = elbo.differentiable_loss(model.model, model.guide, x_u).detach()
+    labelled = elbo.differentiable_loss(model.model, model.guide, x_l[rows], y_l[rows]).detach()
+    model.num_data, model.num_labelled = 1000, 10
+    torch.testing.assert_close(loss.detach(), 990 / 4 * unlabelled + 10 / 4 * labelled + objective.auxiliary,
+                               rtol=1e-5, atol=1e-2)
+    grads = torch.autograd.grad(loss, list(model.classifier.parameters()))
+    assert all(g.abs().sum() > 0 for g in grads), "q(y|x) got no gradient"
+    aux_grads = torch.autograd.grad(objective.classifier.differentiable_loss(
+        model.classifier_model, model.classifier_guide, x_l, y_l), list(model.classifier.parameters()))
+    assert all(g.abs().sum() > 0 for g in aux_grads)
 
 
 def _fit_classifier(x: Tensor, y: Tensor, steps: int = 500) -> nn.Module:
