@@ -56,15 +56,15 @@ def wants_enumeration(model: GraphicalModel, x: Tensor, *args: Tensor) -> bool:
     return any(site["infer"].get("enumerate") == "parallel" for site in sample_sites(trace).values())
 
 
-def build_objective(config: TrainConfig, *, enumerate: bool = False) -> ELBO:
+def build_objective(config: TrainConfig, *, enumerates: bool = False) -> ELBO:
     """The Pyro ELBO that ``config.objective`` names, for a model that does (or does not) enumerate.
 
-    :param enumerate: the guide has sites marked for enumeration (:func:`wants_enumeration`).
+    :param enumerates: the guide has sites marked for enumeration (:func:`wants_enumeration`).
     :raises ConfigError: for an objective that cannot sum over an enumerated site.
     """
     # max_plate_nesting=1 (the data plate) lets Pyro vectorize particles, and enumerate, to its left.
     vectorize = config.num_particles > 1
-    if enumerate:
+    if enumerates:
         if config.objective != "trace":
             raise ConfigError(
                 f"the guide enumerates a discrete latent, which objective {config.objective} cannot sum over; "
@@ -160,7 +160,7 @@ class SemiSupervisedObjective:
                 + self.elbo.differentiable_loss(model, guide, xl, yl) + aux)
 
 
-def engine_for(config: TrainConfig, *, own_model: bool, enumerate: bool) -> str:
+def engine_for(config: TrainConfig, *, own_model: bool, enumerates: bool) -> str:
     """``jit`` or ``eager``: what ``config.engine`` means for this model.
 
     ``auto`` traces the models pvae builds whose objective is a fixed computation per minibatch
@@ -169,7 +169,7 @@ def engine_for(config: TrainConfig, *, own_model: bool, enumerate: bool) -> str:
     """
     if config.engine != "auto":
         return config.engine
-    return "eager" if own_model or enumerate else "jit"
+    return "eager" if own_model or enumerates else "jit"
 
 
 def training_objective(
@@ -177,19 +177,19 @@ def training_objective(
     model: GraphicalModel,
     *,
     own_model: bool = False,
-    enumerate: bool = False,
+    enumerates: bool = False,
     labelled: tuple[Tensor, Tensor, torch.Generator] | None = None,
 ) -> Objective:
     """The objective each SVI step calls, run by the configured engine.
 
     :param own_model: ``model`` is the caller's, not built from ``config``: engine ``auto`` runs it eagerly.
-    :param enumerate: the guide enumerates a site (:func:`wants_enumeration`).
+    :param enumerates: the guide enumerates a site (:func:`wants_enumeration`).
     :param labelled: for a semi-supervised model, its labelled images, their classes and the data
         stream that picks each step's labelled minibatch.
     :raises ConfigError: for engine ``jit`` with a semi-supervised model (its step draws a labelled
         minibatch, which a trace would freeze).
     """
-    elbo = build_objective(config, enumerate=enumerate)
+    elbo = build_objective(config, enumerates=enumerates)
     if label_mode(model) == "semi-supervised":
         if labelled is None:
             raise ValueError("a semi-supervised model trains with its labelled images: pass labelled=(x, y, generator)")
@@ -197,4 +197,4 @@ def training_objective(
             raise ConfigError("engine 'jit' cannot trace model m2's step, which draws a labelled minibatch each time; "
                               "use --engine auto or eager")
         return SemiSupervisedObjective(elbo, *labelled)
-    return TracedELBO(model, elbo) if engine_for(config, own_model=own_model, enumerate=enumerate) == "jit" else elbo
+    return TracedELBO(model, elbo) if engine_for(config, own_model=own_model, enumerates=enumerates) == "jit" else elbo

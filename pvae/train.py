@@ -183,7 +183,7 @@ def train(
             check_data_support(vae, x_static, *labels_of(data.train_labels))
         if labelled is not None:  # M2's labelled programs, which the first step would run
             check_semi_supervised(vae, x_static[labelled[:2]], data.train_labels[labelled[:2]])
-        enumerate = wants_enumeration(vae, x_static[:2], *probe_args)
+        enumerates = wants_enumeration(vae, x_static[:2], *probe_args)
         check_objective(config, vae, x_static[:2], *probe_args)
     val_args = labels_of(data.val_labels)
 
@@ -192,7 +192,7 @@ def train(
     data_rng = torch.Generator(device=device).manual_seed(config.seed)
     # Built before anything is written: it refuses what it cannot run (e.g. --engine jit for m2).
     labelled_set = None if labelled is None else (x_static[labelled], data.train_labels[labelled], data_rng)
-    objective = training_objective(config, vae, own_model=own_model, enumerate=enumerate, labelled=labelled_set)
+    objective = training_objective(config, vae, own_model=own_model, enumerates=enumerates, labelled=labelled_set)
     metrics: list[dict[str, float]] = []
     start_epoch = 1
     if state is not None:
@@ -206,7 +206,7 @@ def train(
         metrics = [dict(row) for row in state["metrics"]]
         start_epoch = int(state["epoch"]) + 1
     else:
-        engine = "eager" if mode == "semi-supervised" else engine_for(config, own_model=own_model, enumerate=enumerate)
+        engine = "eager" if mode == "semi-supervised" else engine_for(config, own_model=own_model, enumerates=enumerates)
         atomic_write_text(out / CONFIG, json.dumps({"config": config.to_dict(), "versions": _versions(),
                                                     "device": str(device), "cpu_threads": torch.get_num_threads(),
                                                     "engine": engine}, indent=2))

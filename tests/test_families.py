@@ -70,9 +70,9 @@ def test_the_objective_gives_a_finite_loss_with_gradients(family: str, objective
     config = _config(family, objective=objective)
     model = build_model(config, X_DIM, 600)
     x, y = _batch()
-    enumerate = wants_enumeration(model, x, *_args(model, y))
-    assert enumerate == (family == "m2"), f"enumeration wanted: {enumerate}"
-    loss = build_objective(config, enumerate=enumerate).differentiable_loss(model.model, model.guide, x, *_args(model, y))
+    enumerates = wants_enumeration(model, x, *_args(model, y))
+    assert enumerates == (family == "m2"), f"enumeration wanted: {enumerates}"
+    loss = build_objective(config, enumerates=enumerates).differentiable_loss(model.model, model.guide, x, *_args(model, y))
     assert torch.isfinite(loss), f"loss {loss}"
     loss.backward()
     grads = [p.grad for p in model.decoder.parameters()]
