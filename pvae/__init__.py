@@ -38,7 +38,8 @@ from pvae.iwae import IWAE_ELBO
 from pvae.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Likelihood
 from pvae.models import VAE, ConditionalVAE, SemiSupervisedVAE, TwoLayerVAE
 from pvae.objectives import SemiSupervisedObjective, build_objective, training_objective
-from pvae.plots import plot_class_grid, plot_run, posterior_on_grid, sample_run
+from pvae.plots import plot_class_grid, plot_run, sample_run
+from pvae.quadrature import posterior_on_grid
 from pvae.predictive import central_latents, generate, reconstruct
 from pvae.priors import DiagonalNormal, FlowPrior, MixtureOfGaussians, Prior, StandardNormal, StudentT, VampPrior
 from pvae.protocol import GraphicalModel, label_mode

@@ -22,6 +22,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
@@ -29,7 +30,7 @@ from pvae.guides import central_value
 from pvae.protocol import GraphicalModel, label_mode
 from pvae.traces import image_site, is_discrete, sample_sites
 
-__all__ = ["central_latents", "continuous_latents", "reconstruct", "generate", "decode", "label_args"]
+__all__ = ["central_latents", "continuous_latents", "reconstruct", "generate", "decode", "label_args", "prior_trace", "latent_nodes"]
 
 
 class _Central(Messenger):
@@ -118,3 +119,24 @@ def generate(model: GraphicalModel, num: int, y: Tensor | None = None, *, device
     if device is None:
         device = next(model.parameters()).device  # type: ignore[attr-defined]
     return decode(model, {}, num, y, device=device)
+
+
+def _device_dtype(model: GraphicalModel) -> tuple[torch.device, torch.dtype]:
+    first = next(model.parameters())  # type: ignore[attr-defined]
+    return first.device, first.dtype
+
+
+def prior_trace(model: GraphicalModel, num: int, y: Tensor | None = None, *, like: Tensor | None = None) -> Trace:
+    """The model run forward for ``num`` placeholder images: every latent site drawn from the model
+    itself, so from its prior. The placeholder is observed at the image site but never read, since
+    no site comes after the images. :param like: a tensor giving device and dtype (default: the model's)."""
+    device, dtype = (like.device, like.dtype) if like is not None else (_device_dtype(model))
+    placeholder = torch.zeros(num, model.x_dim, device=device, dtype=dtype)
+    with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
+        trace = poutine.trace(model.model).get_trace(placeholder, *label_args(model, y))
+    return prune_subsample_sites(trace)
+
+
+def latent_nodes(trace: Trace) -> dict[str, dict[str, Any]]:
+    """The latent (not observed) sample sites of a trace, by name, in program order."""
+    return {name: site for name, site in sample_sites(trace).items() if not site["is_observed"]}
