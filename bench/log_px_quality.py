@@ -49,6 +49,7 @@ def trained(model: str, objective: str, args: argparse.Namespace, device: torch.
     """The run of one (model, objective): trained now, or reused when its folder holds this configuration, finished."""
     out = Path(args.out_dir) / (objective.replace(":", "-") if model == "vae" else f"{model}-{objective.replace(':', '-')}")
     config = TrainConfig(model=model, objective=objective, epochs=args.epochs, train_size=args.train_size, seed=args.seed,
+                         val_size=args.val_size,
                          batch_size=args.batch_size, lr=args.lr, device=str(device), out=str(out),
                          data_dir=args.data_dir)
     if (out / "checkpoint.pt").exists():
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-size", type=int, default=TrainConfig.val_size)
     parser.add_argument("--num-images", type=int, default=10_000, help="test images for log p(x) (default: all)")
     parser.add_argument("--num-samples", type=int, default=5000, help="K, importance samples per test image")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)

@@ -62,3 +62,19 @@ def test_model_speed_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:
         assert row and float(row.group(4)) < 5.0, out
         assert row.group(5) == ("eager" if kind == "m2" else "jit"), out
     assert "N=200, batch 100" in out, out
+
+
+def test_log_px_quality_bench_runs_for_both_models(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/log_px_quality.py trains the one- and two-layer models and prints a row with log p(x) and active units per layer."""
+    out = _run("log_px_quality.py", "--models", "vae", "hierarchical", "--objectives", "trace", "--epochs", "1",
+               "--train-size", "200", "--val-size", "100", "--num-images", "20", "--num-samples", "10",
+               "--data-dir", str(fake_mnist_root), "--out-dir", str(tmp_path / "q"), cwd=tmp_path)
+    assert re.search(r"^vae\s+trace\s+1 ", out, re.MULTILINE) and re.search(r"^hierarchical\s+trace\s+1 ", out, re.MULTILINE), out
+    assert "'z2':" in out and "'z1':" in out, out
+
+
+def test_m2_supervised_baseline_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/m2_supervised_baseline.py fits q(y|x) to the labelled images alone and prints its test error."""
+    out = _run("m2_supervised_baseline.py", "--labels", "100", "--label-seeds", "0", "--steps", "5", "--val-size", "100",
+               "--data-dir", str(fake_mnist_root), cwd=tmp_path)
+    assert re.search(r"100 labels, label seed 0: supervised-only test error \d+\.\d+%", out), out
