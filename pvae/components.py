@@ -77,7 +77,9 @@ def check_config(config: TrainConfig) -> None:
     The field-by-field checks are :class:`~pvae.config.TrainConfig`'s own; these need the
     registry: known prior, likelihood, guide and model names; a likelihood for binary pixels only
     with binarized data; labels (``--labels``) only for ``m2``, and ``m2`` only with them; a
-    VampPrior only where the guide's posterior is q(z|x) (not q(z | x, y)).
+    VampPrior only where the guide's posterior is q(z|x) (not q(z | x, y)). Whether an analytic-KL
+    objective fits the guide is read from its traces once it is built
+    (:func:`pvae.objectives.check_objective`).
 
     :raises ConfigError: one line saying what to change.
     """
@@ -107,9 +109,6 @@ def check_config(config: TrainConfig) -> None:
     if config.objective != "trace" and config.model == "m2":
         raise ConfigError(f"model m2 sums its latent label out by enumeration (TraceEnum_ELBO), which the objective "
                           f"{config.objective} cannot do; use --objective trace")
-    if config.objective == "meanfield" and config.model == "hierarchical":
-        raise ConfigError("objective 'meanfield' (TraceMeanField_ELBO) needs a mean-field guide, but the hierarchical "
-                          "guide q(z1|x) q(z2|z1) makes z2 depend on z1; use --objective trace or iwae:K")
     iwae_particles(config.objective)
 
 

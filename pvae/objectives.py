@@ -17,6 +17,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer.inspect import get_model_relations
 from torch import Tensor
 from torch.distributions import kl_divergence
 
@@ -84,12 +85,22 @@ def check_objective(config: TrainConfig, model: GraphicalModel, x: Tensor, *args
 
     ``TraceMeanField_ELBO`` would otherwise fall back to Monte Carlo without a word where
     ``torch.distributions.kl_divergence`` knows no closed form, and would be wrong for a guide whose
-    latent sites depend on each other. Both are read from one trace of the guide and model on ``x``.
+    latent sites depend on each other. Both are read from traces of the guide and model on ``x``
+    (the dependencies by Pyro's ``get_model_relations`` on the guide).
 
     :raises ConfigError: naming the pair and what to use instead.
     """
     if config.objective != "meanfield":
         return
+    # Which guide site is drawn from which: Pyro's provenance tracking, as pyro.render_model uses it.
+    parents = get_model_relations(model.guide, (x, *args))["sample_sample"]
+    dependent = {name: sorted(up) for name, up in parents.items() if up}
+    if dependent:
+        site, upstream = next(iter(dependent.items()))
+        raise ConfigError(
+            f"objective 'meanfield' (TraceMeanField_ELBO) needs a mean-field guide, but the guide draws {site!r} "
+            f"from {', '.join(map(repr, upstream))}; use --objective trace or iwae:K"
+        )
     with torch.no_grad(), pyro.validation_enabled(False):
         guide_trace, model_trace, _ = trace_pair(model.model, model.guide, x, *args, enumerate_discrete=False)
     for name in latent_sites(model_trace):

@@ -89,7 +89,7 @@ def decode(model: GraphicalModel, values: dict[str, Tensor], num: int, y: Tensor
     :returns: ``(num, x_dim)``.
     """
     if device is None:
-        device = next(iter(values.values())).device if values else next(model.parameters()).device  # type: ignore[attr-defined]
+        device = next(iter(values.values())).device if values else _device_dtype(model)[0]
     placeholder = torch.zeros(num, model.x_dim, device=device)
     with poutine.block(), pyro.validation_enabled(False):
         trace = poutine.trace(poutine.condition(model.model, data=values)).get_trace(placeholder, *label_args(model, y))
@@ -117,7 +117,7 @@ def generate(model: GraphicalModel, num: int, y: Tensor | None = None, *, device
     :returns: ``(num, x_dim)``.
     """
     if device is None:
-        device = next(model.parameters()).device  # type: ignore[attr-defined]
+        device = _device_dtype(model)[0]
     return decode(model, {}, num, y, device=device)
 
 

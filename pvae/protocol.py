@@ -29,7 +29,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
-__all__ = ["GraphicalModel", "LabelMode", "LABEL_MODES", "DATA_PLATE", "label_mode", "uses_labels", "num_classes"]
+__all__ = ["GraphicalModel", "LabelMode", "LABEL_MODES", "DATA_PLATE", "label_mode", "num_classes"]
 
 LabelMode = Literal["none", "observed", "semi-supervised"]
 LABEL_MODES: tuple[str, ...] = ("none", "observed", "semi-supervised")
@@ -62,11 +62,6 @@ def label_mode(model: object) -> LabelMode:
     if mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
     return mode  # type: ignore[return-value]
-
-
-def uses_labels(model: object) -> bool:
-    """Whether ``model`` takes labels ``y`` at all."""
-    return label_mode(model) != "none"
 
 
 def num_classes(model: object) -> int:
