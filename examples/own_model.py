@@ -78,7 +78,7 @@ def main() -> None:
     )
     result = pvae.train(config, overwrite=True, progress=False)
     # Rebuilt from the run folder alone: the import path and model_args in config.json.
-    evaluation = pvae.evaluate_run(result.run_dir, num_samples_log_px=50 if args.smoke else 1000)
+    evaluation = pvae.evaluate_run(result.run_dir, num_samples=50 if args.smoke else 1000)
     print(f"test ELBO {evaluation['elbo']:.2f}, KL terms {evaluation['kl_by_site']}, "
           f"log p(x) {evaluation['log_px']:.2f} ± {evaluation['log_px_stderr']:.2f} nats per image")
     files = pvae.write_graphs(pvae.rebuild_model(*pvae.load_run(result.run_dir), torch.device("cpu")), result.run_dir)

@@ -116,8 +116,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     result = evaluate_run(
-        args.run, split=args.split, num_samples=args.elbo_samples, data_dir=args.data_dir, device=args.device,
-        num_samples_log_px=args.num_samples, chunk_size=args.chunk_size, seed=args.seed,
+        args.run, split=args.split, elbo_samples=args.elbo_samples, num_samples=args.num_samples,
+        data_dir=args.data_dir, device=args.device, chunk_size=args.chunk_size, seed=args.seed,
     )
     print(format_table(result))
     print(f"written: {args.run}/evaluation.json")

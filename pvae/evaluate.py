@@ -174,10 +174,10 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     split: str = "test",
-    num_samples: int = 1,
+    elbo_samples: int = 1,
+    num_samples: int | None = None,
     data_dir: str | None = None,
     device: str = "auto",
-    num_samples_log_px: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -185,19 +185,19 @@ def evaluate_run(
 
     :param split: ``test`` or ``val``; images are binarized once with a fixed seed (unless the run
         used ``binarization none``), so every run is measured on the same images.
-    :param num_samples: draws of the latents per image for the reconstruction term (and each KL
-        term without a closed form).
-    :param data_dir: where the data is, when not where the run found it.
-    :param num_samples_log_px: K; when given, also estimate log p(x) of every image by importance
+    :param elbo_samples: draws of the latents per image for the reconstruction term (and each KL
+        term without a closed form); ``pvae evaluate --elbo-samples``.
+    :param num_samples: K (``pvae evaluate --num-samples``); when given, also estimate log p(x) of every image by importance
         sampling with K draws of the guide (:func:`pvae.importance.importance_estimate`) and write
         ``<run_dir>/per_image.csv`` (index, label, elbo, log_px, kl_gap, ess, pareto_k per image).
-        ``None``: no log p(x) (it costs K times the ELBO).
+        Not given: no log p(x) (it costs K times the ELBO).
+    :param data_dir: where the data is, when not where the run found it.
     :param chunk_size: most (particle, image) pairs per pass of the estimator; bounds its memory.
     :param seed: seeds the draws of z, so that evaluating a run twice gives the same numbers (on
         the same device and chunk size); the caller's random state is left as it was.
     :returns: the JSON's content: per-image means in nats (``elbo``, ``reconstruction``, ``kl``),
         ``elbo_stderr`` (standard error of the mean over images), ``split``, ``binarization``, ...;
-        with ``num_samples_log_px`` also ``log_px`` and ``log_px_stderr``, ``num_samples`` (K),
+        with ``num_samples`` also ``log_px`` and ``log_px_stderr``, ``num_samples`` (K),
         ``elbo_is`` (the ELBO from the same K draws), ``kl_gap`` (``log_px - elbo_is``, an estimate of
         E_x KL(q(z|x) || p(z|x)) >= 0) and ``kl_gap_stderr``, ``ess_mean``, ``pareto_k_mean`` and
         ``pareto_k_above_0_7`` (fraction of images whose estimate is unreliable), ``active_units``
@@ -224,7 +224,7 @@ def evaluate_run(
 
         check_data_support(model, x, *args)
         tic = time.perf_counter()
-        terms = elbo_terms(model, x, *args, num_samples=num_samples)
+        terms = elbo_terms(model, x, *args, num_samples=elbo_samples)
         result: dict[str, Any] = {
             "split": split,
             "dataset": config.dataset,
@@ -241,7 +241,7 @@ def evaluate_run(
             "kl_by_site": {name: kl.mean().item() for name, kl in terms.kl_by_site.items()},
             "kl_analytic_by_site": terms.analytic_by_site,
             "conditioned_on_label": mode == "observed",
-            "elbo_samples": num_samples,
+            "elbo_samples": elbo_samples,
             "seed": seed,
             "epoch": int(run.state["epoch"]),
             "seconds": time.perf_counter() - tic,
@@ -253,12 +253,12 @@ def evaluate_run(
             result["discrete_latents"] = "summed exactly (enumerated)"
             predicted = classify(model, x, site)
             result["classification_error"] = (predicted != labels).double().mean().item()
-        if num_samples_log_px is not None:
+        if num_samples is not None:
             # With a discrete latent summed out, the importance sampler's own bound from the same draws
             # is tighter than the ELBO (it sums y exactly): the gap to the ELBO is taken from elbo_terms.
             probe = trace_pair(model.model, model.guide, x[:2], *(a[:2] for a in args), enumerate_discrete=False).model
             discrete = any(is_discrete(probe.nodes[n]) for n in latent_sites(probe))
-            result.update(_log_px_evaluation(model, x, labels, args, num_samples_log_px, chunk_size,
+            result.update(_log_px_evaluation(model, x, labels, args, num_samples, chunk_size,
                                              run_dir / PER_IMAGE, elbo=terms.elbo if discrete else None))
     atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=2))
     return result

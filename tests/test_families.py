@@ -156,7 +156,7 @@ def test_save_reload_and_resume_are_exact(
 def test_m2_labels_picks_a_class_balanced_subset_and_reports_the_error(fake_mnist_root: Path, tmp_path: Path) -> None:
     """m2 trains with 10 labels per class, and evaluate reports the classification error of q(y|x) beside log p(x)."""
     _train(fake_mnist_root, tmp_path / "m2", "m2", epochs=1)
-    result = evaluate_run(tmp_path / "m2", num_samples=20, num_samples_log_px=50)
+    result = evaluate_run(tmp_path / "m2", elbo_samples=20, num_samples=50)
     assert 0.0 <= result["classification_error"] <= 1.0 and result["label_site"] == "y"
     assert set(result["kl_by_site"]) == {"y", "z"}
     # log p(x) (K = 50, y summed) lies above the ELBO, and the gap is taken to the ELBO itself, not to

@@ -325,7 +325,7 @@ def tiny_run(fake_mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_evaluate_writes_log_px_and_per_image_table(tiny_run: Path) -> None:
     """evaluate_run with K samples adds log p(x) and its diagnostics to the JSON and writes one CSV row per image."""
-    result = evaluate_run(tiny_run, num_samples_log_px=30, device="cpu")
+    result = evaluate_run(tiny_run, num_samples=30, device="cpu")
     saved = json.loads((tiny_run / "evaluation.json").read_text())
     assert saved == result
     rows = list(csv.DictReader((tiny_run / PER_IMAGE).read_text().splitlines()))
@@ -347,10 +347,10 @@ def test_evaluate_is_reproducible_and_leaves_the_callers_rng_alone(tiny_run: Pat
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    first = evaluate_run(tiny_run, num_samples_log_px=20, device="cpu")
+    first = evaluate_run(tiny_run, num_samples=20, device="cpu")
     assert_close(torch.rand(3), expected_next, rtol=0, atol=0)
-    second = evaluate_run(tiny_run, num_samples_log_px=20, device="cpu")
-    other = evaluate_run(tiny_run, num_samples_log_px=20, device="cpu", seed=1)
+    second = evaluate_run(tiny_run, num_samples=20, device="cpu")
+    other = evaluate_run(tiny_run, num_samples=20, device="cpu", seed=1)
     for key in ("elbo", "reconstruction", "log_px", "kl_gap", "ess_mean"):
         assert first[key] == second[key], key
     assert other["seed"] == 1 and first["seed"] == 0
