@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import inspect
+import math
+import re
 import signal
 import sys
+import textwrap
+from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Sequence
 from typing import Any
 
 from pvae.checkpoint import CheckpointError
-from pvae.config import TrainConfig
+from pvae.config import FIELD_CHOICES, TrainConfig
 from pvae.data import DataNotFoundError
 from pvae.importance import DEFAULT_CHUNK_SIZE
 from pvae.runs import CONFIG, RunFolderError
 from pvae.train import TrainingDivergedError
+from pvae.version import __version__
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "field_docs"]
 
 # TrainConfig field types as written in its (postponed) annotations -> argparse settings.
 _ARG_TYPES: dict[str, dict[str, Any]] = {
@@ -29,55 +36,127 @@ _ARG_TYPES: dict[str, dict[str, Any]] = {
     "int": {"type": int},
     "int | None": {"type": int},
     "float": {"type": float},
+    "bool": {"action": "store_true"},
     "tuple[int, ...]": {"type": int, "nargs": "+"},
 }
 
 
+_METAVARS = {"data_dir": "DIR", "out": "DIR", "model": "NAME", "model_args": "JSON", "prior": "NAME[:ARG]",
+             "likelihood": "NAME[:ARG]", "guide": "NAME[:ARG]", "objective": "NAME[:K]"}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, without breaking words at hyphens (full-cov, runs/DATE-TIME)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    doc = TrainConfig.__doc__ or ""
+    docs = field_docs(TrainConfig.__doc__ or "")
     for f in dataclasses.fields(TrainConfig):
         kwargs = dict(_ARG_TYPES[str(f.type)])
-        flag = "--" + f.name.replace("_", "-")
+        if f.name in FIELD_CHOICES:
+            kwargs["choices"] = FIELD_CHOICES[f.name]
+        if "type" in kwargs and "choices" not in kwargs:
+            kwargs["metavar"] = _METAVARS.get(f.name) or {int: "N", float: "X"}.get(kwargs["type"], "TEXT")
         default = f.default
-        hint = f"default: {' '.join(map(str, default)) if isinstance(default, tuple) else default}"
+        sentence = docs.get(f.name)
+        if sentence is None:
+            raise AssertionError(f"TrainConfig's docstring has no ':param {f.name}:' to be the help of its flag")
+        sentence = sentence.rstrip(".")
+        if default is not None and not isinstance(default, bool):
+            shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+            sentence += f" (default: {shown})"
+        flag = "--" + f.name.replace("_", "-")
         # argparse.SUPPRESS keeps unset flags out of the namespace, so --resume can tell what was given.
-        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=_field_help(doc, f.name, hint), **kwargs)
+        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=sentence, **kwargs)
 
 
-def _field_help(doc: str, name: str, hint: str) -> str:
-    marker = f":param {name}:"
-    if marker not in doc:
-        return hint
-    text = doc.split(marker, 1)[1].split(":param", 1)[0]
-    return " ".join(text.split()) + f" ({hint})"
+def field_docs(doc: str) -> dict[str, str]:
+    """The ``:param name: text`` entries of a docstring, as plain terminal text.
+
+    An entry runs on over the lines indented below it. Sphinx roles become their text
+    (:class:`~a.B` is B) and double backquotes are dropped, so that the docstring is the one
+    source of the reference pages, help() and --help alike.
+
+    >>> field_docs(":param lr: Adam's ``lr``, see\n    :class:`~torch.optim.Adam`.\n\n>>> 1")
+    {'lr': "Adam's lr, see Adam."}
+    """
+    entries: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in inspect.cleandoc(doc).splitlines():
+        match = re.match(r":param (\w+):\s*(.*)", line)
+        if match:
+            current = match.group(1)
+            entries[current] = [match.group(2)]
+        elif current is not None and line.startswith(" ") and line.strip():
+            entries[current].append(line.strip())
+        else:
+            current = None
+    return {name: _plain(" ".join(words)) for name, words in entries.items()}
+
+
+def _plain(text: str) -> str:
+    text = re.sub(r":\w+:`([^`<]*?)\s*<[^`]*>`", r"\1", text)  # :role:`text <target>` -> text
+    text = re.sub(r":\w+:`~(?:[^`]*\.)?([^`.]+)`", r"\1", text)  # :role:`~a.b.C` -> C
+    text = re.sub(r":\w+:`([^`]+)`", r"\1", text)  # :role:`a.b.C` -> a.b.C
+    return text.replace("``", "")
+
+
+def _version() -> str:
+    """pvae's version with the versions of what it runs on, for bug reports."""
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"pvae {__version__} (Pyro {of('pyro-ppl')}, PyTorch {of('torch')}, Python {sys.version.split()[0]})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pvae`` with its subcommands."""
-    parser = argparse.ArgumentParser(prog="pvae", description="Variational autoencoders as Pyro programs.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="pvae", formatter_class=_HelpFormatter, description="Variational autoencoders as Pyro programs: train, evaluate, compare and draw them.",
+        epilog="Run 'pvae COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print the versions of pvae, Pyro, PyTorch and Python, and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_HelpFormatter)  # type: ignore[method-assign]
 
-    tr = sub.add_parser("train", help="train a graphical model (a VAE, two layers, conditional, M2, your own) by SVI "
-                                      "and write a run folder")
+    tr = sub.add_parser("train", help="train a graphical model by SVI and write a run folder",
+                        description="Train a graphical model (a VAE, two stochastic layers, class-conditional, "
+                                    "semi-supervised M2, or a class of your own) by stochastic variational inference, "
+                                    "and write a run folder: config.json, metrics.csv and checkpoint.pt.")
     _add_config_flags(tr)
     tr.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
 
-    ev = sub.add_parser("evaluate", help="test-set ELBO of a run; writes RUN/evaluation.json")
+    ev = sub.add_parser("evaluate", help="the ELBO and log p(x) of a run on its test set; writes RUN/evaluation.json",
+                        description="Measure a trained run on a fixed evaluation set: the ELBO and its terms per "
+                                    "latent, and with --num-samples log p(x) by importance sampling, in nats per image "
+                                    "(higher is better). Writes RUN/evaluation.json, and RUN/per_image.csv with "
+                                    "log p(x).")
     ev.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
-    ev.add_argument("--split", choices=("test", "val"), default="test", help="default: test")
-    ev.add_argument("--elbo-samples", type=int, default=1, help="draws of z per image for the ELBO (default: 1)")
+    ev.add_argument("--split", choices=("test", "val"), default="test",
+                    help="the images to evaluate on: the test set, or the run's validation split (default: test)")
+    ev.add_argument("--elbo-samples", type=int, default=1, metavar="N",
+                    help="draws of the latents per image for the ELBO's Monte Carlo terms (default: 1)")
     ev.add_argument("--num-samples", type=int, metavar="K",
-                    help="also estimate log p(x) by importance sampling with K draws per image (e.g. 5000) "
-                         "and write RUN/per_image.csv (default: no log p(x))")
-    ev.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                    help="also estimate log p(x) by importance sampling with K draws per image, e.g. 5000, and "
+                         "write RUN/per_image.csv (when not given, no log p(x))")
+    ev.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
                     help="most (sample, image) pairs per pass of the log p(x) estimator; memory grows with it "
                          f"(default: {DEFAULT_CHUNK_SIZE}, tens of MB for 784 pixels; on a GPU try 65536)")
-    ev.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
-    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
-    ev.add_argument("--seed", type=int, default=0,
-                    help="seed of the draws of z: evaluating twice gives the same numbers (default: 0)")
+    ev.add_argument("--data-dir", metavar="DIR", help="where the dataset is, if not where the run found it")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where to evaluate: auto (CUDA when available), cpu or cuda (default: auto)")
+    ev.add_argument("--seed", type=int, default=0, metavar="N",
+                    help="seed of the draws of the latents: evaluating twice gives the same numbers (default: 0)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar while log p(x) is estimated")
     _add_figure_commands(sub)
     return parser
 
@@ -103,7 +182,10 @@ def _train(args: argparse.Namespace) -> None:
     else:
         result = train(TrainConfig(**given), overwrite=args.overwrite, progress=False if args.no_progress else None)
     last = result.metrics[-1]
-    print(f"run folder: {result.run_dir}  (validation ELBO {last['val_elbo']:.3f} nats per image)")
+    if math.isnan(last["val_elbo"]):  # --val-size 0: all training images, no validation split
+        print(f"run folder: {result.run_dir}  (train ELBO {last['train_elbo']:.3f} nats per image; no validation split)")
+    else:
+        print(f"run folder: {result.run_dir}  (validation ELBO {last['val_elbo']:.3f} nats per image)")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -118,6 +200,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     result = evaluate_run(
         args.run, split=args.split, elbo_samples=args.elbo_samples, num_samples=args.num_samples,
         data_dir=args.data_dir, device=args.device, chunk_size=args.chunk_size, seed=args.seed,
+        progress=False if args.no_progress else None,
     )
     print(format_table(result))
     print(f"written: {args.run}/evaluation.json")
@@ -130,24 +213,35 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 
 def _add_figure_commands(sub: Any) -> None:
-    gr = sub.add_parser("graph", help="draw the graphical model of the model and the guide (DOT, SVG, PNG)")
-    gr.add_argument("run", metavar="RUN", nargs="?", help="a run folder (default: the model pvae train builds by default)")
-    gr.add_argument("--out", help="folder for the files (default: RUN, else the current folder)")
+    gr = sub.add_parser("graph", help="draw the graphical model of a run's model and guide (DOT, SVG, PNG)",
+                        description="Draw the model and the guide as graphical models, read from their traces: "
+                                    "latent and observed nodes, the plate over the N images, the guide's arrows "
+                                    "dashed.")
+    gr.add_argument("run", metavar="RUN", nargs="?",
+                    help="a run folder (when not given, the model pvae train builds by default)")
+    gr.add_argument("--out", metavar="DIR", help="folder for the files (default: RUN, else the current folder)")
     gr.add_argument("--pdf", action="store_true", help="also write graphical_model.pdf")
-    pl = sub.add_parser("plot", help="draw a run's figures (curves, reconstructions, latent space, ...) as PNG")
+    pl = sub.add_parser("plot", help="draw a run's figures (curves, reconstructions, latent space, ...) as PNG",
+                        description="Draw every figure that applies to a run's model; a figure that does not apply "
+                                    "is skipped with one line saying why.")
     pl.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
-    pl.add_argument("--out", help="folder for the figures (default: RUN)")
+    pl.add_argument("--out", metavar="DIR", help="folder for the figures (default: RUN)")
     pl.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
-    pl.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
-    pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
-    sa = sub.add_parser("sample", help="draw images from a run's model (of one class with --label) into a PNG")
+    pl.add_argument("--data-dir", metavar="DIR", help="where the dataset is, if not where the run found it")
+    pl.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where to compute: auto (CUDA when available), cpu or cuda (default: auto)")
+    sa = sub.add_parser("sample", help="draw images from a run's model (of one class with --label) into a PNG",
+                        description="Draw images x ~ p(x | z) with z from the prior, for a model with labels of one "
+                                    "class with --label.")
     sa.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
-    sa.add_argument("--label", type=int, help="the class to draw, for a model with labels (default: any)")
-    sa.add_argument("--num", type=int, default=64, help="images to draw (default: 64)")
-    sa.add_argument("--out", help="folder for the figure (default: RUN)")
-    sa.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
-    sa.add_argument("--data-dir", help="where the dataset is, if not where the run found it")
-    sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    sa.add_argument("--label", type=int, metavar="Y",
+                    help="the class to draw, for a model with labels (when not given, any class)")
+    sa.add_argument("--num", type=int, default=64, metavar="N", help="images to draw (default: 64)")
+    sa.add_argument("--out", metavar="DIR", help="folder for the figure (default: RUN)")
+    sa.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the draws (default: 0)")
+    sa.add_argument("--data-dir", metavar="DIR", help="where the dataset is, if not where the run found it")
+    sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where to compute: auto (CUDA when available), cpu or cuda (default: auto)")
 
 
 def _graph(args: argparse.Namespace) -> None:

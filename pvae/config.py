@@ -19,59 +19,78 @@ from pvae.data import BINARIZATIONS, DATASETS
 from pvae.errors import ConfigError
 from pvae.networks import ACTIVATIONS
 
-__all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "ConfigError", "iwae_particles", "model_arguments"]
+__all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "FIELD_CHOICES", "ConfigError", "iwae_particles",
+           "model_arguments"]
 
 OBJECTIVES: tuple[str, ...] = ("trace", "meanfield", "iwae:K")
 ENGINES: tuple[str, ...] = ("auto", "jit", "eager")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+# The fields that take one of a fixed set of names (pvae train lists them as argparse choices).
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": tuple(DATASETS),
+    "binarization": BINARIZATIONS,
+    "activation": tuple(ACTIVATIONS),
+    "engine": ENGINES,
+    "lr_schedule": LR_SCHEDULES,
+    "device": DEVICES,
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run.
 
-    :param dataset: ``mnist``, ``fashion-mnist`` or ``kmnist``.
-    :param data_dir: where the dataset lives (else ``$PVAE_DATA_DIR``, else the cache directory).
-    :param binarization: ``dynamic`` (a fresh Bernoulli draw each epoch), ``static`` (one draw with
-        ``seed``) or ``none`` (grey levels).
-    :param val_size: training images held out for validation (the last ones of the training file).
-    :param train_size: train on the first ``train_size`` remaining images; ``None``: all of them.
-    :param model: the graphical model: ``vae`` (z -> x), ``hierarchical`` (z2 -> z1 -> x),
-        ``conditional`` (p(z) p(x | z, y), y observed), ``m2`` (semi-supervised, Kingma et al. 2014),
-        or a class of your own as ``package.module:ClassName`` (see :mod:`pvae.protocol`).
-    :param model_args: for a class of your own, its constructor arguments as a JSON object, e.g.
-        ``{"z_dim": 8}``; pvae adds ``x_dim`` and ``num_data``.
-    :param z_dim: m, the latent dimension of the prior's variable (for ``hierarchical``, the top
-        layer z2).
-    :param z1_dim: units of z1, the layer next to x, in the ``hierarchical`` model.
-    :param hidden: hidden layer widths of the encoder (the decoder mirrors them).
-    :param top_hidden: widths of the networks between z1 and z2 in the ``hierarchical`` model.
-    :param labels: for ``m2``: how many training images keep their label, drawn class-balanced.
-    :param label_seed: seeds which images keep their label (``m2``), independently of ``seed``.
-    :param aux_weight: for ``m2``: alpha / N, the weight of the classification term log q(y|x) on
+    Each field is a ``pvae train`` flag (``z_dim`` is ``--z-dim``), and its description below is
+    that flag's ``--help`` sentence, so it is written for the terminal.
+
+    :param dataset: the images to model.
+    :param data_dir: the folder holding the dataset; when not given, $PVAE_DATA_DIR, else the user's
+        cache folder (~/.cache/pvae/data), where a missing dataset is downloaded.
+    :param binarization: how grey levels become the binary pixels a Bernoulli models: dynamic (a
+        fresh Bernoulli draw of every image each epoch), static (one draw with the seed) or none
+        (keep the grey levels, for likelihoods of grey levels).
+    :param dequantize: with binarization none, train on (255 x + u) / 256 with u ~ U(0, 1) drawn
+        afresh each epoch (uniform dequantization of the 8-bit levels, which densities such as beta
+        need) and evaluate on one fixed draw.
+    :param val_size: training images held out for validation (the last ones of the training file);
+        0 trains on all of them.
+    :param train_size: train on the first this many of the remaining images; when not given, all of them.
+    :param model: the graphical model: vae (z -> x), hierarchical (z2 -> z1 -> x), conditional
+        (p(z) p(x | z, y) with the label y observed), m2 (semi-supervised, Kingma et al. 2014), or a
+        class of your own as package.module:ClassName (see the model protocol in :mod:`pvae.protocol`).
+    :param model_args: for a class of your own, its constructor arguments as a JSON object such as
+        '{"z_dim": 8}'; pvae adds x_dim and num_data.
+    :param z_dim: m, the dimension of the prior's latent (for hierarchical, of the top layer z2).
+    :param z1_dim: units of z1, the layer next to x, in the hierarchical model.
+    :param hidden: hidden layer widths of the encoder; the decoder mirrors them.
+    :param top_hidden: widths of the networks between z1 and z2 in the hierarchical model.
+    :param labels: for m2, how many training images keep their label, drawn class-balanced.
+    :param label_seed: for m2, the seed of which images keep their label (independent of the seed).
+    :param aux_weight: for m2, alpha / N, the weight of the classification term log q(y|x) on the
         labelled images (Kingma et al. 2014, eq. 9, use alpha = 0.1 N).
-    :param activation: hidden-layer nonlinearity.
-    :param prior: p(z) as name[:argument]: normal, diagonal, mog[:K], vamp[:K], laplace, student-t[:DF]
-        or flow[:L] (:data:`pvae.components.PRIORS` says what each is).
-    :param likelihood: p(x|z): bernoulli, continuous-bernoulli, gaussian[:SCALE|learned],
-        laplace[:SCALE|learned], beta or discretized-logistic (:data:`pvae.components.LIKELIHOODS`).
-    :param guide: the posterior family q(z|x): diagonal, full-cov or flow[:L] (:data:`pvae.components.GUIDES`).
-    :param engine: how each step computes the objective: ``jit`` records Pyro's computation once per
-        minibatch shape and replays it (the same numbers without Pyro's per-step Python; see
-        :mod:`pvae.compiled`), ``eager`` runs Pyro's ELBO at every step, ``auto`` is ``jit`` for the
-        models pvae builds and ``eager`` for a model of your own (``train(vae=...)``), whose Python a
-        trace may not follow.
-    :param objective: ``trace`` (Pyro's ``Trace_ELBO``, Monte-Carlo KL), ``meanfield``
-        (``TraceMeanField_ELBO``, analytic KL) or ``iwae:K`` (the importance-weighted bound with K >= 2
-        samples per image, Burda et al. 2016; :class:`pvae.iwae.IWAE_ELBO`).
-    :param num_particles: Monte-Carlo samples of z per image in the training objective.
-    :param batch_size: B, images per SVI step; :param epochs: passes over the training set.
-    :param lr: Adam's learning rate; :param lr_schedule: ``constant``, ``cosine`` (to lr/100 at the
-        last epoch) or ``exponential`` (times ``lr_decay`` each epoch).
-    :param seed: seeds the model's initialization, the sampling of z and the data order.
-    :param device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-    :param out: the run folder; ``None``: ``runs/<date-time>``.
+    :param activation: the hidden layers' nonlinearity.
+    :param prior: p(z), as NAME[:ARG], one of: normal, diagonal, mog[:K], vamp[:K], laplace,
+        student-t[:DF], flow[:L] (docs/components.md says what each is).
+    :param likelihood: p(x|z), one of: bernoulli, continuous-bernoulli, gaussian[:SCALE|learned],
+        laplace[:SCALE|learned], beta, discretized-logistic.
+    :param guide: the posterior family q(z|x), one of: diagonal, full-cov, flow[:L].
+    :param objective: the training bound, one of: trace (Pyro's Trace_ELBO, Monte Carlo KL),
+        meanfield (TraceMeanField_ELBO, analytic KL), iwae:K (the importance-weighted bound with K >= 2
+        samples per image, Burda et al. 2016).
+    :param engine: how each step computes the objective: jit records Pyro's computation once per
+        minibatch shape and replays it (the same numbers without Pyro's per-step Python), eager runs
+        Pyro at every step, auto is jit for the models pvae builds and eager for a model of your own.
+    :param num_particles: Monte Carlo samples of the latents per image in the training objective.
+    :param batch_size: B, images per SVI step.
+    :param epochs: passes over the training set.
+    :param lr: Adam's learning rate.
+    :param lr_schedule: the learning rate over epochs: constant, cosine (down to lr / 100 at the
+        last epoch) or exponential (times lr-decay each epoch).
+    :param lr_decay: the factor of the exponential schedule, in (0, 1].
+    :param seed: seeds the initialization, the draws of the latents, the binarization and the data order.
+    :param device: where to train: auto (CUDA when available), cpu or cuda.
+    :param out: the run folder to write; when not given, runs/DATE-TIME.
 
     >>> TrainConfig(z_dim=2, epochs=5).z_dim
     2
@@ -84,6 +103,7 @@ class TrainConfig:
     dataset: str = "mnist"
     data_dir: str | None = None
     binarization: str = "dynamic"
+    dequantize: bool = False
     val_size: int = 10_000
     train_size: int | None = None
     model: str = "vae"
@@ -112,13 +132,14 @@ class TrainConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
-        _choice("dataset", self.dataset, tuple(DATASETS))
-        _choice("binarization", self.binarization, BINARIZATIONS)
-        _choice("activation", self.activation, tuple(ACTIVATIONS))
+        for name, allowed in FIELD_CHOICES.items():
+            _choice(name, getattr(self, name), allowed)
         iwae_particles(self.objective)
-        _choice("engine", self.engine, ENGINES)
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("device", self.device, DEVICES)
+        if not isinstance(self.dequantize, bool):
+            raise ConfigError(f"dequantize must be true or false, got {self.dequantize!r}")
+        if self.dequantize and self.binarization != "none":
+            raise ConfigError(f"dequantize spreads grey levels over their 8-bit bins; it needs binarization none, "
+                              f"got {self.binarization!r}: use --binarization none --dequantize")
         for kind in ("model", "prior", "likelihood", "guide"):
             if not isinstance(getattr(self, kind), str) or not getattr(self, kind):
                 raise ConfigError(f"{kind} must be a name such as {TrainConfig.__dataclass_fields__[kind].default!r}, "

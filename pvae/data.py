@@ -26,10 +26,12 @@ __all__ = [
     "load_images",
     "load_data",
     "binarize",
+    "dequantize",
+    "fixed_eval_set",
     "check_images",
 ]
 
-# name -> torchvision.datasets class name (torchvision is imported only when data is loaded: it is slow to import)
+#: name -> torchvision.datasets class name (torchvision is imported only when data is loaded: it is slow to import)
 DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 Binarization = Literal["dynamic", "static", "none"]
 BINARIZATIONS: tuple[str, ...] = ("dynamic", "static", "none")
@@ -195,8 +197,11 @@ def load_data(
         )
     keep = n_fit if train_size is None else train_size
 
+    x_dim = int(train_images.shape[1] * train_images.shape[2])
+
     def grey(images: Tensor) -> Tensor:
-        return images.reshape(images.shape[0], -1).to(device=device, dtype=torch.float32).div_(255.0)
+        # x_dim spelled out: an empty split (val_size=0) has no size to infer a -1 from
+        return images.reshape(images.shape[0], x_dim).to(device=device, dtype=torch.float32).div_(255.0)
 
     return ImageData(
         name=name,
@@ -213,7 +218,8 @@ def load_data(
 def binarize(x: Tensor, seed: int) -> Tensor:
     """One Bernoulli draw of every pixel: x_bin ~ Bernoulli(x), reproducible from ``seed``.
 
-    :param x: grey levels in [0, 1], any shape. :returns: 0/1 float tensor of the same shape and device.
+    :param x: grey levels in [0, 1], any shape.
+    :returns: 0/1 float tensor of the same shape and device.
 
     >>> x = torch.full((2, 3), 0.5)
     >>> torch.equal(binarize(x, seed=7), binarize(x, seed=7))
@@ -225,8 +231,36 @@ def binarize(x: Tensor, seed: int) -> Tensor:
     return torch.bernoulli(x, generator=gen)
 
 
-def fixed_eval_set(x: Tensor, binarization: str) -> Tensor:
-    """The evaluation version of a split: binarized once with a fixed seed unless ``binarization`` is ``none``."""
+def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Uniform dequantization of 8-bit grey levels: y = (255 x + u) / 256 with u ~ U(0, 1) per pixel.
+
+    A density on [0, 1] fitted to the 256 levels k / 255 themselves can grow without bound on them;
+    spread over their bins [k / 256, (k + 1) / 256), the levels have a density whose log-likelihood
+    minus D log 256 is a lower bound on the 8-bit data's log-probability (Theis, van den Oord &
+    Bethge 2016, "A note on the evaluation of generative models"). Each y lies strictly inside
+    (0, 1), as densities such as the Beta need.
+
+    :param x: grey levels k / 255 in [0, 1], any shape.
+    :param generator: the source of u (on ``x``'s device); the global one when not given.
+    :returns: float tensor of ``x``'s shape, dtype and device.
+
+    >>> y = dequantize(torch.tensor([0.0, 1.0]), torch.Generator().manual_seed(0))
+    >>> bool(((y > 0) & (y < 1)).all()), bool(y[0] < 1 / 256), bool(y[1] >= 255 / 256)
+    (True, True, True)
+    """
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    levels = (x * 255).round_()  # k exactly: x holds k / 255 up to float rounding
+    # (k + u) / 256 rounds to exactly 0 or 1 in float32 when u is within 2^-24 of either end;
+    # the clamp keeps every value inside (0, 1) and moves almost no probability.
+    return ((levels + u) / 256).clamp_(2.0**-32, 1 - 2.0**-24)
+
+
+def fixed_eval_set(x: Tensor, binarization: str, dequantized: bool = False) -> Tensor:
+    """The evaluation version of a split, the same for every run: binarized once with a fixed seed
+    unless ``binarization`` is ``none``; with ``dequantized``, one fixed draw of :func:`dequantize`."""
+    if dequantized:
+        gen = torch.Generator(device=x.device).manual_seed(EVAL_BINARIZATION_SEED)
+        return dequantize(x, gen)
     return x if binarization == "none" else binarize(x, EVAL_BINARIZATION_SEED)
 
 

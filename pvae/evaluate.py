@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from pvae.protocol import GraphicalModel, label_mode
 from pvae.runs import EVALUATION, PER_IMAGE, open_run
 from pvae.traces import (
     enumerated_sites,
+    image_site,
     is_discrete,
     label_site,
     latent_sites,
@@ -55,6 +57,7 @@ __all__ = [
     "classify",
     "active_units_by_site",
     "evaluate_run",
+    "bits_per_dim",
     "format_table",
     "PER_IMAGE",
     "PER_IMAGE_FIELDS",
@@ -68,7 +71,8 @@ class ElboTerms:
     """Per-image estimates, each ``(N,)``, in nats: ``elbo = reconstruction - kl`` (higher is better).
 
     :ivar reconstruction: E_q of the observed sites' log-density (log p(x | ...)).
-    :ivar kl: the sum of the latent sites' terms; :ivar kl_by_site: each site's term, in program order.
+    :ivar kl: the sum of the latent sites' terms.
+    :ivar kl_by_site: each site's term, in program order.
     :ivar analytic_by_site: whether each site's term is in closed form at that site (KL(q || p) given
         the site's parents in the guide, or summed by enumeration); Monte Carlo otherwise.
     """
@@ -93,8 +97,9 @@ def elbo_terms(
 ) -> ElboTerms:
     """Estimate ELBO(x), its reconstruction term and each latent site's KL term, image by image.
 
-    :param x: images ``(N, x_dim)``; :param args: per-image tensors model and guide take besides
-        (a class-conditional model's labels ``(N,)``).
+    :param x: images ``(N, x_dim)``.
+    :param args: per-image tensors model and guide take besides (a class-conditional model's
+        labels ``(N,)``).
     :param num_samples: draws of the continuous latents per image, averaged.
     :param batch_size: images per chunk (memory is ``O(batch_size * num_samples * x_dim)``).
     :returns: per-image terms, unaffected by the plate's minibatch scale.
@@ -156,7 +161,8 @@ def elbo_terms(
 def classify(model: GraphicalModel, x: Tensor, site: str, *, batch_size: int = 1000) -> Tensor:
     """The guide's most probable class of each image, argmax q(y|x), read from its site ``site``.
 
-    :param x: images ``(N, x_dim)``; :param site: the label's site name (:func:`pvae.traces.label_site`).
+    :param x: images ``(N, x_dim)``.
+    :param site: the label's site name (:func:`pvae.traces.label_site`).
     :returns: ``(N,)`` integer classes.
     """
     from pyro import poutine
@@ -180,6 +186,7 @@ def evaluate_run(
     device: str = "auto",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run folder's model on a split and write ``<run_dir>/evaluation.json``.
 
@@ -195,13 +202,17 @@ def evaluate_run(
     :param chunk_size: most (particle, image) pairs per pass of the estimator; bounds its memory.
     :param seed: seeds the draws of z, so that evaluating a run twice gives the same numbers (on
         the same device and chunk size); the caller's random state is left as it was.
+    :param progress: show the images done and the time left while log p(x) is estimated; when not
+        given, only when stderr is a terminal.
     :returns: the JSON's content: per-image means in nats (``elbo``, ``reconstruction``, ``kl``),
         ``elbo_stderr`` (standard error of the mean over images), ``split``, ``binarization``, ...;
         with ``num_samples`` also ``log_px`` and ``log_px_stderr``, ``num_samples`` (K),
         ``elbo_is`` (the ELBO from the same K draws), ``kl_gap`` (``log_px - elbo_is``, an estimate of
         E_x KL(q(z|x) || p(z|x)) >= 0) and ``kl_gap_stderr``, ``ess_mean``, ``pareto_k_mean`` and
         ``pareto_k_above_0_7`` (fraction of images whose estimate is unreliable), ``active_units``
-        (Burda et al. 2016: units with Cov_x E_q[z] > 0.01) and ``log_px_seconds``.
+        (Burda et al. 2016: units with Cov_x E_q[z] > 0.01) and ``log_px_seconds``. Where the
+        numbers are likelihoods of the 8-bit or binary images (see :func:`bits_per_dim`), also
+        ``neg_elbo_bits_per_dim`` and, with ``num_samples``, ``nll_bits_per_dim`` (lower is better).
     """
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
@@ -213,7 +224,7 @@ def evaluate_run(
         torch.manual_seed(seed)
         run = open_run(run_dir, device=dev, data_dir=data_dir)
         config, model, data = run.config, run.model, run.data
-        x = fixed_eval_set(data.test if split == "test" else data.val, config.binarization)
+        x = fixed_eval_set(data.test if split == "test" else data.val, config.binarization, config.dequantize)
         labels = data.test_labels if split == "test" else data.val_labels
         if len(x) == 0:
             raise ValueError(f"the {split} split of this run is empty (val_size=0); evaluate on --split test")
@@ -230,8 +241,10 @@ def evaluate_run(
             "dataset": config.dataset,
             "model": config.model,
             "binarization": config.binarization,
+            "dequantized": config.dequantize,
             # the evaluation images are one fixed Bernoulli draw, the same for every run
-            "eval_binarization_seed": None if config.binarization == "none" else EVAL_BINARIZATION_SEED,
+            "eval_binarization_seed": (EVAL_BINARIZATION_SEED if config.binarization != "none" or config.dequantize
+                                       else None),
             "num_images": len(x),
             "elbo": terms.elbo.mean().item(),
             "elbo_stderr": (terms.elbo.std() / math.sqrt(len(x))).item() if len(x) > 1 else 0.0,
@@ -258,15 +271,18 @@ def evaluate_run(
             # is tighter than the ELBO (it sums y exactly): the gap to the ELBO is taken from elbo_terms.
             probe = trace_pair(model.model, model.guide, x[:2], *(a[:2] for a in args), enumerate_discrete=False).model
             discrete = any(is_discrete(probe.nodes[n]) for n in latent_sites(probe))
+            show = sys.stderr.isatty() if progress is None else progress
             result.update(_log_px_evaluation(model, x, labels, args, num_samples, chunk_size,
-                                             run_dir / PER_IMAGE, elbo=terms.elbo if discrete else None))
+                                             run_dir / PER_IMAGE, elbo=terms.elbo if discrete else None,
+                                             progress=show))
+        result.update(_bits_per_dim(model, x, args, result, dequantized=config.dequantize))
     atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=2))
     return result
 
 
 def _log_px_evaluation(
     model: GraphicalModel, x: Tensor, labels: Tensor, args: tuple[Tensor, ...], num_samples: int, chunk_size: int,
-    csv_path: Path, *, elbo: Tensor | None = None,
+    csv_path: Path, *, elbo: Tensor | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """log p(x) (log p(x | y) given labels) by importance sampling, its diagnostics, and the
     per-image table at ``csv_path``.
@@ -277,9 +293,12 @@ def _log_px_evaluation(
     tic = time.perf_counter()
     # The data's support was checked above; Pyro's validation would re-check every chunk's decoder
     # output, a full extra pass over the largest tensor, and find nothing new.
-    with pyro.validation_enabled(False):
+    from tqdm.auto import tqdm  # only a long estimate needs it
+
+    bar = tqdm(total=len(x), desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False)
+    with pyro.validation_enabled(False), bar:
         est = importance_estimate(model.model, model.guide, x, *args, num_samples=num_samples, chunk_size=chunk_size,
-                                  pareto_k=True)
+                                  pareto_k=True, progress=bar.update)
     seconds = time.perf_counter() - tic
     assert est.pareto_k is not None
     bound = est.elbo if elbo is None else elbo.to(est.log_px)
@@ -309,10 +328,51 @@ def _log_px_evaluation(
     }
 
 
+def bits_per_dim(nats: float, num_dims: int, *, dequantized: bool = False) -> float:
+    """A negative log-likelihood per image, in nats, as bits per dimension (lower is better).
+
+    For a probability of discrete data (binary pixels, or a discretized likelihood of 8-bit levels)
+    this is ``nats / (num_dims ln 2)``. For a density of dequantized 8-bit levels (values in (0, 1),
+    :func:`pvae.data.dequantize`) the density is first turned into one of the levels 0..255 by adding
+    ``num_dims ln 256``: bits per dimension are then comparable with the literature's (e.g. 8 for a
+    uniform density), and bound the 8-bit data's own from above.
+
+    :param nats: ``-log p(x)`` or ``-ELBO`` per image, in nats.
+    :param num_dims: D, pixels per image (784 for MNIST).
+
+    >>> round(bits_per_dim(0.0, 784, dequantized=True), 12)  # the uniform density on [0, 1]^D
+    8.0
+    >>> round(bits_per_dim(784 * math.log(2), 784), 12)
+    1.0
+    """
+    offset = num_dims * math.log(256) if dequantized else 0.0
+    return (nats + offset) / (num_dims * math.log(2))
+
+
+def _bits_per_dim(
+    model: GraphicalModel, x: Tensor, args: tuple[Tensor, ...], result: dict[str, Any], *, dequantized: bool
+) -> dict[str, Any]:
+    """``neg_elbo_bits_per_dim`` (and ``nll_bits_per_dim`` with log p(x)) where the run's numbers are
+    likelihoods of its images: a probability of discrete pixels, or a density of dequantized ones.
+    A density of grey levels that were not dequantized is no likelihood of the 8-bit data (it can
+    grow without bound on them): nothing is added then."""
+    few = x[:2]
+    probe = trace_pair(model.model, model.guide, few, *(a[:2] for a in args), enumerate_discrete=False).model
+    discrete = bool(probe.nodes[image_site(probe, few)]["fn"].support.is_discrete)
+    if not (discrete or dequantized):
+        return {}
+    dims = int(x[0].numel())
+    out = {"neg_elbo_bits_per_dim": bits_per_dim(-result["elbo"], dims, dequantized=dequantized and not discrete)}
+    if "log_px" in result:
+        out["nll_bits_per_dim"] = bits_per_dim(-result["log_px"], dims, dequantized=dequantized and not discrete)
+    return out
+
+
 def active_units_by_site(model: GraphicalModel, x: Tensor, *args: Tensor, threshold: float = 0.01) -> dict[str, int]:
     """Active units of every continuous latent site (Burda et al. 2016: Cov_x E_q[u] > 0.01).
 
-    :param x: images ``(N, x_dim)``, N >= 2; :param args: per-image labels for a model conditioned on them.
+    :param x: images ``(N, x_dim)``, N >= 2.
+    :param args: per-image labels for a model conditioned on them.
     :returns: site name -> number of active units, in the model's order.
     """
     if label_mode(model) == "observed" and not args:
@@ -348,8 +408,14 @@ def format_table(result: dict[str, Any]) -> str:
              ", ".join(f"{n}: {c}" for n, c in result.get("active_units_by_site", {}).items()) or "n/a"),
             ("seconds for log p(x)", f"{result['log_px_seconds']:.1f}"),
         ]
+    bits = [(f"{label} in bits per dimension (lower is better)", f"{result[key]:.4f}")
+            for key, label in (("neg_elbo_bits_per_dim", "-ELBO"), ("nll_bits_per_dim", "-log p(x)")) if key in result]
     seed = result["eval_binarization_seed"]
-    binarized = "grey levels" if seed is None else f"binarized once (seed {seed})"
-    head = f"{result['dataset']} {result['split']} set, {result['num_images']} images, {binarized}"
-    width = max(len(r[0]) for r in rows)
-    return "\n".join([head, "nats per image:"] + [f"  {k:<{width}}  {v}" for k, v in rows])
+    if result.get("dequantized"):
+        pixels = f"dequantized once (seed {seed})"
+    else:
+        pixels = "grey levels" if seed is None else f"binarized once (seed {seed})"
+    head = f"{result['dataset']} {result['split']} set, {result['num_images']} images, {pixels}"
+    width = max(len(r[0]) for r in rows + bits)
+    lines = [head, "nats per image:"] + [f"  {k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines + [f"  {k:<{width}}  {v}" for k, v in bits])

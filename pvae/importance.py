@@ -172,6 +172,7 @@ def importance_estimate(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     pareto_k: bool = False,
     enumerate_discrete: bool = True,
+    progress: Callable[[int], object] | None = None,
     **kwargs: Any,
 ) -> ImportanceEstimate:
     """Estimate log p(x_i) for every image, with the ELBO, the ESS and optionally Pareto k-hat.
@@ -186,13 +187,16 @@ def importance_estimate(
         dimension is N are per-image (a class-conditional model's labels) and are cut with ``x``;
         other ``args`` and ``kwargs`` go unchanged to every chunk.
     :param num_samples: K, importance samples per image.
-    :param data_plate: the plate over images; :param max_plate_nesting: plates nested in the model
-        (default 1: only the data plate), see :func:`log_importance_weights`.
+    :param data_plate: the plate over images.
+    :param max_plate_nesting: plates nested in the model (default 1: only the data plate), see
+        :func:`log_importance_weights`.
     :param chunk_size: most (particle, image) pairs per pass; memory is ``O(chunk_size * x_dim)``.
     :param pareto_k: also fit Pareto k-hat per image (keeps the largest ~3 sqrt(K) weights of each image).
     :param enumerate_discrete: sum discrete latent sites of the guide out exactly (default), or sample
         them (see :func:`log_importance_weights`). Summed, the ``elbo`` of the result is the bound of
         one particle with those sites summed, tighter than the ELBO.
+    :param progress: called with the number of images just finished after each chunk of images
+        (e.g. a tqdm bar's ``update``), for a progress display of long estimates.
     :returns: per-image estimates, see :class:`ImportanceEstimate`.
     """
     if num_samples < 1:
@@ -233,6 +237,8 @@ def importance_estimate(
         if k_hat is not None:
             for i, top_i in enumerate(top.T):
                 k_hat[first + i] = _pareto_k(top_i)
+        if progress is not None:
+            progress(xb.shape[0])
     lse, lse_sq, total = sums
     return ImportanceEstimate(
         log_px=lse - math.log(num_samples),

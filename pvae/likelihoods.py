@@ -50,7 +50,7 @@ _GREY_LEVEL_CHOICES = "continuous-bernoulli, discretized-logistic, gaussian or l
 
 @runtime_checkable
 class Likelihood(Protocol):
-    """What :class:`pvae.VAE` needs from a likelihood p(x|z)."""
+    """What :class:`pvae.VAE <pvae.models.vae.VAE>` needs from a likelihood p(x|z)."""
 
     params_per_pixel: int
     needs_binary: bool
@@ -145,7 +145,8 @@ class BernoulliPixels(dist.Independent):
     """
 
     def log_prob(self, value: Tensor) -> Tensor:
-        """:param value: binary images ``(..., x_dim)``. :returns: ``(...)``, summed over pixels."""
+        """:param value: binary images ``(..., x_dim)``.
+        :returns: ``(...)``, summed over pixels."""
         if self.reinterpreted_batch_ndims != 1:  # the shortcut sums over the last dimension only
             return super().log_prob(value)
         if self._validate_args:
@@ -169,7 +170,8 @@ class ContinuousBernoulli:
     needs_binary = False
 
     def __call__(self, output: Tensor) -> dist.TorchDistribution:
-        """:param output: logits of lambda, ``(..., x_dim)``. :returns: ``event_shape == (x_dim,)``."""
+        """:param output: logits of lambda, ``(..., x_dim)``.
+        :returns: ``event_shape == (x_dim,)``."""
         return dist.ContinuousBernoulli(logits=output).to_event(1)
 
     def check_support(self, x: Tensor) -> None:
@@ -205,7 +207,8 @@ class _LocationScale:
 
     def __call__(self, output: Tensor) -> dist.TorchDistribution:
         """:param output: locations ``(..., x_dim)``, or locations then raw scales ``(..., 2 * x_dim)``
-        when the scale is learned. :returns: ``event_shape == (x_dim,)``."""
+            when the scale is learned.
+        :returns: ``event_shape == (x_dim,)``."""
         if self.scale is not None:
             return self._family(output, output.new_tensor(self.scale)).to_event(1)
         loc, raw_scale = output.chunk(2, dim=-1)
@@ -259,15 +262,16 @@ class Beta:
     """p(x|z) = prod_d Beta(x_d; alpha_d, beta_d), for values strictly inside (0, 1).
 
     The decoder emits softplus^-1(alpha) then softplus^-1(beta). The density is infinite or zero at
-    exactly 0 and 1, so 8-bit images must first be moved off the ends, e.g. to bin centres
-    (255 x + 0.5) / 256.
+    exactly 0 and 1, so 8-bit images must first be moved off the ends: ``pvae train --binarization
+    none --dequantize`` trains on (255 x + u) / 256, u ~ U(0, 1) (:func:`pvae.data.dequantize`).
     """
 
     params_per_pixel = 2
     needs_binary = False
 
     def __call__(self, output: Tensor) -> dist.TorchDistribution:
-        """:param output: ``(..., 2 * x_dim)``. :returns: ``event_shape == (x_dim,)``."""
+        """:param output: ``(..., 2 * x_dim)``.
+        :returns: ``event_shape == (x_dim,)``."""
         raw_alpha, raw_beta = output.chunk(2, dim=-1)
         return dist.Beta(F.softplus(raw_alpha) + 1e-4, F.softplus(raw_beta) + 1e-4).to_event(1)
 
@@ -278,8 +282,8 @@ class Beta:
         if outside:
             raise ValueError(
                 f"the Beta likelihood needs values strictly inside (0, 1), but {outside} pixel values are "
-                "0, 1 or outside; use continuous-bernoulli or discretized-logistic, which allow exact 0 and 1, "
-                "or move the data off the ends, e.g. to (255 x + 0.5) / 256"
+                "0, 1 or outside; dequantize the 8-bit levels (--binarization none --dequantize), or use "
+                "continuous-bernoulli or discretized-logistic, which allow exact 0 and 1"
             )
 
     def initial_bias(self, mean_image: Tensor) -> Tensor:
@@ -298,7 +302,8 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
     logistic's mass on ``[k - 1/2, k + 1/2] / (num_levels - 1)``, and the first and last levels also
     the tails, so the probabilities of all levels sum to 1.
 
-    :param loc: mu, any shape, in data units. :param scale: s > 0, broadcastable with ``loc``.
+    :param loc: mu, any shape, in data units.
+    :param scale: s > 0, broadcastable with ``loc``.
     :param num_levels: grey levels, 256 for 8-bit images.
     """
 
@@ -321,7 +326,8 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
         return new
 
     def log_prob(self, value: Tensor) -> Tensor:
-        """:param value: grey levels k / (num_levels - 1). :returns: log P(value), broadcast shape."""
+        """:param value: grey levels k / (num_levels - 1).
+        :returns: log P(value), broadcast shape."""
         if self._validate_args:
             self._validate_sample(value)
         half_bin = 0.5 / (self.num_levels - 1)
@@ -333,7 +339,9 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
                            torch.where(value > 1 - half_bin, F.logsigmoid(-lower), log_bin))
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        """Round a logistic draw to the nearest level. :returns: ``sample_shape + batch_shape``."""
+        """Round a logistic draw to the nearest level.
+
+        :returns: ``sample_shape + batch_shape``."""
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
@@ -352,7 +360,7 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
 class DiscretizedLogistic:
     """p(x|z) = prod_d DiscretizedLogistic(x_d; mu_d, s_d), a probability for 8-bit grey levels.
 
-    Data representation: pixels stay the grey levels k / 255 in [0, 1] that :func:`pvae.load_data`
+    Data representation: pixels stay the grey levels k / 255 in [0, 1] that :func:`pvae.load_data <pvae.data.load_data>`
     returns; the distribution puts its mass on exactly those 256 values, so log p(x|z) is a proper
     log-probability of the 8-bit image (and binarized 0/1 images, levels 0 and 255, fit too). Values
     off that grid are refused. The decoder emits mu (in data units) then softplus^-1(s).
@@ -363,7 +371,8 @@ class DiscretizedLogistic:
     num_levels = 256
 
     def __call__(self, output: Tensor) -> dist.TorchDistribution:
-        """:param output: ``(..., 2 * x_dim)``. :returns: ``event_shape == (x_dim,)``."""
+        """:param output: ``(..., 2 * x_dim)``.
+        :returns: ``event_shape == (x_dim,)``."""
         loc, raw_scale = output.chunk(2, dim=-1)
         return DiscretizedLogisticDistribution(loc, F.softplus(raw_scale) + 1e-4, self.num_levels).to_event(1)
 

@@ -137,8 +137,11 @@ def plot_reconstructions(
     y: Tensor | None = None, pdf: bool = False
 ) -> Path:
     """Top row: test images x; bottom row: E[x | latents = their central values under q]
-    (:func:`pvae.predictive.reconstruct`). :param x: ``(>= n, x_dim)``; :param y: their labels, for
-    a model conditioned on them."""
+    (:func:`pvae.predictive.reconstruct`).
+
+    :param x: ``(>= n, x_dim)``.
+    :param y: their labels, for a model conditioned on them.
+    """
     x = x[:n]
     mosaic = _grid(torch.cat([x, reconstruct(vae, x, None if y is None else y[:n])]), image_shape, rows=2)
     title = "top: test images   bottom: reconstructions E[x | latents = central values under q]"
@@ -193,7 +196,8 @@ def plot_interpolations(
     then image b. A label stays image a's along the row (the label y given for a model conditioned
     on it, or the class M2's guide chooses for a): the walk changes the style, not the class.
 
-    :param x: ``(2 * pairs, x_dim)``; :param y: their labels ``(2 * pairs,)``, for a model that takes them.
+    :param x: ``(2 * pairs, x_dim)``.
+    :param y: their labels ``(2 * pairs,)``, for a model that takes them.
     """
     if x.shape[0] < 2 or steps < 2:
         raise ValueError(f"expected at least 2 images and 2 steps, got {x.shape[0]} images and steps={steps}")
@@ -233,7 +237,8 @@ def plot_latent_space(
     first two principal components of the values (the axes say so, with the share of variance each
     explains).
 
-    :param x: ``(N, x_dim)``; :param labels: ``(N,)`` integer classes, for the colours.
+    :param x: ``(N, x_dim)``.
+    :param labels: ``(N,)`` integer classes, for the colours.
     :param y: labels the model is given, for a model that takes them (M2: ``None`` lets q(y|x) choose).
     """
     if labels.shape != x.shape[:1]:
@@ -324,7 +329,7 @@ def plot_manifold(vae: GraphicalModel, image_shape: tuple[int, int], path: str |
     site (2 dimensions: n x n, the first across and the second upwards; 1: one row of n), the grid
     being the N(0, 1) quantiles of equally spaced probabilities.
 
-    :raises ValueError: for a model that :func:`grid_site` refuses.
+    :raises ValueError: for a model that :func:`~pvae.quadrature.grid_site` refuses.
     """
     site, event = grid_site(vae)
     m = math.prod(event)
@@ -347,13 +352,14 @@ def plot_posteriors(
 ) -> Path:
     """For each image: the image, the true posterior p(z|x) (normalized on a grid) with q(z|x)'s
     contours drawn over it, and q(z|x) alone on the same axes (m = 2); for m = 1, both densities as
-    curves on one axis. z is the model's one latent site (:func:`grid_site`), q its distribution in
+    curves on one axis. z is the model's one latent site (:func:`~pvae.quadrature.grid_site`), q its distribution in
     the guide's trace. Each row's title gives log p(x) (grid), the ELBO (Monte Carlo) and their gap
     KL(q(z|x) || p(z|x)), in nats.
 
     :param x: a few images ``(n, x_dim)``, one row each.
-    :param size: grid cells per latent dimension; :param elbo_samples: draws of z for each ELBO.
-    :raises ValueError: for a model that :func:`grid_site` refuses.
+    :param size: grid cells per latent dimension.
+    :param elbo_samples: draws of z for each ELBO.
+    :raises ValueError: for a model that :func:`~pvae.quadrature.grid_site` refuses.
     """
     site, event = grid_site(vae, like=x)
     elbo = elbo_terms(vae, x, num_samples=elbo_samples).elbo
@@ -435,7 +441,8 @@ def plot_elbo_vs_log_px(elbo: Tensor, log_px: Tensor, path: str | Path, *, pdf: 
 def plot_ess_histogram(ess: Tensor, path: str | Path, *, num_samples: int | None = None, pdf: bool = False) -> Path:
     """Histogram of the per-image effective sample size of the importance weights (1 <= ESS <= K).
 
-    :param ess: ``(N,)``; :param num_samples: K, marked on the axis when given.
+    :param ess: ``(N,)``.
+    :param num_samples: K, marked on the axis when given.
     """
     fig = Figure(figsize=(5, 3.5), dpi=DPI)
     ax = fig.subplots()
@@ -500,7 +507,7 @@ def _plot_run(
     out.mkdir(parents=True, exist_ok=True)
     run = open_run(run_dir, device=device, data_dir=data_dir)
     model, data = run.model, run.data
-    x_test = fixed_eval_set(data.test, run.config.binarization)
+    x_test = fixed_eval_set(data.test, run.config.binarization, run.config.dequantize)
     # A model conditioned on labels is given the test labels; M2's guide chooses them itself.
     y_test = data.test_labels if label_mode(model) == "observed" else None
 

@@ -63,7 +63,8 @@ class Context:
 class Entry:
     """A registered component.
 
-    :param usage: how to spell it, e.g. ``mog[:K]``; :param summary: one line, with the default.
+    :param usage: how to spell it, e.g. ``mog[:K]``.
+    :param summary: one line, with the default.
     :param parse: the text after the colon (``None`` when absent) -> the argument; raises
         ``ValueError`` with the expected form.
     :param build: ``(argument, context) -> component``.
@@ -158,7 +159,7 @@ LIKELIHOODS: dict[str, Entry] = {
                       _scale_or_learned(0.1), lambda s, c: Gaussian(s)),
     "laplace": Entry("laplace[:SCALE|learned]", "Laplace(mu, SCALE) (SCALE=0.1), or a learned scale per pixel",
                      _scale_or_learned(0.1), lambda s, c: Laplace(s)),
-    "beta": Entry("beta", "Beta(alpha, beta), values strictly inside (0, 1)", _no_argument, lambda a, c: Beta()),
+    "beta": Entry("beta", "Beta(alpha, beta), values strictly inside (0, 1) (needs --binarization none --dequantize)", _no_argument, lambda a, c: Beta()),
     "discretized-logistic": Entry("discretized-logistic", "probabilities of the 256 grey levels k/255",
                                   _no_argument, lambda a, c: DiscretizedLogistic()),
 }

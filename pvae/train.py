@@ -27,7 +27,7 @@ from torch import Tensor
 from pvae.checkpoint import atomic_write_text, save_checkpoint
 from pvae.components import build_model, check_config
 from pvae.config import TrainConfig
-from pvae.data import ImageData, binarize, fixed_eval_set, labelled_subset, load_data
+from pvae.data import ImageData, binarize, dequantize, fixed_eval_set, labelled_subset, load_data
 from pvae.devices import forked_rng, resolve_device
 from pvae.errors import ConfigError
 from pvae.evaluate import elbo_terms
@@ -139,7 +139,7 @@ def train(
     )
     x_grey = data.train
     x_static = binarize(x_grey, config.seed) if config.binarization == "static" else x_grey
-    x_val = fixed_eval_set(data.val, config.binarization)
+    x_val = fixed_eval_set(data.val, config.binarization, config.dequantize)
     # A model of your own (an object, or a class named by import path) may hold Python a trace
     # cannot follow: engine auto runs it eagerly.
     own_model = vae is not None or is_import_path(config.model)
@@ -178,8 +178,10 @@ def train(
         if len(x_val):
             check_data_support(vae, x_val, *labels_of(data.val_labels))
         else:
-            check_data_support(vae, x_static[:1000], *labels_of(data.train_labels[:1000]))
-        if config.binarization != "dynamic":
+            # no validation split (val_size=0): the first training images, as the model will see them
+            check_data_support(vae, fixed_eval_set(x_grey[:1000], config.binarization, config.dequantize),
+                               *labels_of(data.train_labels[:1000]))
+        if config.binarization != "dynamic" and not config.dequantize:  # the very images it will train on
             check_data_support(vae, x_static, *labels_of(data.train_labels))
         if labelled is not None:  # M2's labelled programs, which the first step would run
             check_semi_supervised(vae, x_static[labelled[:2]], data.train_labels[labelled[:2]])
@@ -219,7 +221,12 @@ def train(
         tic = time.perf_counter()
         vae.train()  # type: ignore[attr-defined]
         order = fit[torch.randperm(fit.shape[0], generator=data_rng, device=device)]
-        x_epoch = torch.bernoulli(x_grey, generator=data_rng) if config.binarization == "dynamic" else x_static
+        if config.binarization == "dynamic":
+            x_epoch = torch.bernoulli(x_grey, generator=data_rng)
+        elif config.dequantize:
+            x_epoch = dequantize(x_grey, data_rng)
+        else:
+            x_epoch = x_static
         if labelled is not None:
             objective.x_labelled = x_epoch[labelled]  # this epoch's binarization of the labelled images
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
@@ -241,8 +248,9 @@ def train(
                "seconds": time.perf_counter() - tic}
         metrics.append(row)
         save_epoch(out, config, vae, optimizer, scheduler, data_rng, device, epoch, metrics)
-        print(f"epoch {epoch:>3}/{config.epochs}  train elbo {row['train_elbo']:9.3f}  "
-              f"val elbo {val_elbo:9.3f}  nats/image  ({row['seconds']:.1f} s)", file=sys.stderr)
+        val_text = f"val elbo {val_elbo:9.3f}" if len(x_val) else "no validation split"
+        print(f"epoch {epoch:>3}/{config.epochs}  train elbo {row['train_elbo']:9.3f}  {val_text}  "
+              f"nats/image  ({row['seconds']:.1f} s)", file=sys.stderr)
 
     from pvae.plots import save_run_figures
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
+import re
 import importlib
 import importlib.metadata
 import json
@@ -12,9 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from pvae.cli import build_parser, main
-from pvae.config import TrainConfig
+import pvae
+from pvae.cli import build_parser, field_docs, main
+from pvae.config import FIELD_CHOICES, TrainConfig
 
 # the module, not the function pvae.train that the package re-exports under the same name
 train_module = importlib.import_module("pvae.train")
@@ -131,7 +135,7 @@ def test_resume_refuses_new_settings(trained_run: Path, capsys: pytest.CaptureFi
         ("--epochs", "-3", "epochs"),
         ("--prior", "nope", "prior"),
         ("--lr", "0", "lr"),
-        ("--binarization", "sometimes", "binarization"),
+        ("--objective", "iwae:1", "objective"),
     ],
 )
 def test_bad_flag_exits_2(
@@ -175,10 +179,100 @@ def test_console_script_is_declared() -> None:
     assert entry.value == "pvae.cli:main" and entry.load() is main, f"pvae script is {entry.value}"
 
 
-def test_module_entry_point_runs() -> None:
-    """`python -m pvae.cli --help` runs in a fresh interpreter and lists both subcommands."""
+@pytest.mark.parametrize("module", ["pvae", "pvae.cli"])
+def test_module_entry_point_runs(module: str) -> None:
+    """`python -m pvae --help` (and `-m pvae.cli`) runs in a fresh interpreter and lists the subcommands."""
     done = subprocess.run(
-        [sys.executable, "-m", "pvae.cli", "--help"], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, f"exit {done.returncode}; stderr:\n{done.stderr}"
-    assert "train" in done.stdout and "evaluate" in done.stdout, done.stdout
+    for command in ("train", "evaluate", "graph", "plot", "sample"):
+        assert command in done.stdout, f"{command} missing from:\n{done.stdout}"
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    return build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr,return-value]
+
+
+# What must never reach a terminal: reStructuredText, doctests, Python spellings.
+MARKUP = ("``", ":param", ":class:", ":func:", ":mod:", ":data:", ":meth:", ">>>", "Traceback", "None", "True", "False")
+
+
+@pytest.mark.parametrize("command", ["", *_subparsers()])
+def test_help_is_plain_text(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every subcommand's --help is terminal text: no markup, doctest or Python words, and every
+    option has a help sentence of its own (not only a default)."""
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"] if command else ["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    found = [token for token in MARKUP if token in text]
+    assert not found, f"pvae {command} --help shows {found}:\n{text}"
+    parser = _subparsers()[command] if command else build_parser()
+    actions = [a for a in parser._actions if not isinstance(a, argparse._SubParsersAction)]
+    actions += [c for a in parser._actions if isinstance(a, argparse._SubParsersAction) for c in a._choices_actions]
+    for action in actions:
+        words = re.sub(r"\(default: [^)]*\)", "", action.help or "").strip()
+        assert len(words.split()) >= 2, f"pvae {command}: {action.option_strings or action.dest} has no help sentence"
+        assert not words.endswith(";"), f"pvae {command}: {action.option_strings}: stray ';' in {action.help!r}"
+
+
+def test_choice_fields_list_their_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    """Fields with a fixed set of names are argparse choices, listed in --help."""
+    train_parser = _subparsers()["train"]
+    by_dest = {a.dest: a for a in train_parser._actions}
+    for name, allowed in FIELD_CHOICES.items():
+        assert tuple(by_dest[name].choices or ()) == allowed, f"--{name} choices: {by_dest[name].choices}"
+
+
+def test_unknown_choice_names_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    """A value outside a field's choices is refused by argparse with the list of choices."""
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--binarization", "dinamic"])
+    assert done.value.code == 2
+    assert "choose from" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`pvae --version` prints pvae's version and those of Pyro and PyTorch."""
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"pvae {pvae.__version__} ") and "Pyro" in out and "PyTorch" in out, out
+
+
+def test_field_docs_turn_markup_into_text() -> None:
+    """field_docs reads each :param: entry with its continuation lines, roles as their text."""
+    doc = """Summary.
+
+    :param a: first ``literal``, see :class:`~pvae.config.TrainConfig` and
+        :mod:`pvae.protocol`.
+    :param b: second.
+
+    >>> 1 + 1
+    2
+    """
+    assert field_docs(doc) == {"a": "first literal, see TrainConfig and pvae.protocol.", "b": "second."}
+
+
+def test_val_size_0_trains_and_refuses_val_evaluation(
+    fake_mnist_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--val-size 0 trains on every training image; evaluating its empty validation split is one line, exit 2."""
+    out = tmp_path / "all"
+    argv = train_args(fake_mnist_root, out)
+    argv[argv.index("--val-size") + 1] = "0"
+    argv[argv.index("--train-size"):argv.index("--train-size") + 2] = []
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "no validation split" in printed.out, printed.out
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["val_size"] == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["num_data"] == 600, f"the data plate should hold all 600 fake training images, got {state['num_data']}"
+    assert main(["evaluate", str(out), "--split", "val", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "val_size=0" in err[0], err
+    assert main(["evaluate", str(out), "--device", "cpu", "--num-samples", "5", "--no-progress"]) == 0
+    assert json.loads((out / "evaluation.json").read_text())["split"] == "test"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pvae.data import DataNotFoundError, binarize, fixed_eval_set, load_data, load_images, resolve_data_dir
+from pvae.data import DataNotFoundError, binarize, dequantize, fixed_eval_set, load_data, load_images, resolve_data_dir
 
 FAKE_TRAIN_SIZE, FAKE_TEST_SIZE = 600, 200  # the sizes conftest.fake_mnist_root writes
 
@@ -137,3 +137,24 @@ def test_fixed_eval_set_ignores_grey_levels_only_for_none() -> None:
     torch.testing.assert_close(fixed_eval_set(x, "dynamic"), fixed_eval_set(x, "static"), rtol=0, atol=0)
     assert set(fixed_eval_set(x, "dynamic").unique().tolist()) == {0.0, 1.0}
     assert fixed_eval_set(x, "none") is x, "binarization 'none' should return the grey images unchanged"
+
+
+def test_dequantized_levels_are_never_0_or_1_and_uniform_in_their_bins() -> None:
+    """dequantize puts each level k / 255 uniformly in [k, k + 1) / 256, strictly inside (0, 1), even for
+    a million draws at the two ends; the evaluation draw is one fixed draw."""
+    x = torch.tensor([0.0, 1.0, 128 / 255]).repeat(400_000)
+    y = dequantize(x, torch.Generator().manual_seed(3))
+    assert bool(((y > 0) & (y < 1)).all()), f"min {y.min().item()}, max {y.max().item()}"
+    offset = y * 256 - (x * 255).round()  # u, uniform on [0, 1]
+    assert bool(((offset >= 0) & (offset <= 1)).all())
+    torch.testing.assert_close(offset.double().mean(), torch.tensor(0.5, dtype=torch.float64), atol=2e-3, rtol=0)
+    torch.testing.assert_close(offset.double().var(), torch.tensor(1 / 12, dtype=torch.float64), atol=1e-3, rtol=0)
+    assert torch.equal(fixed_eval_set(x, "none", dequantized=True), fixed_eval_set(x, "none", dequantized=True))
+    assert not torch.equal(dequantize(x), dequantize(x)), "fresh draws must differ"
+
+
+def test_val_size_0_keeps_every_training_image(fake_mnist_root: Path) -> None:
+    """load_data(val_size=0) trains on all images and gives an empty (0, 784) validation split."""
+    data = load_data("mnist", fake_mnist_root, val_size=0)
+    assert data.train.shape == (FAKE_TRAIN_SIZE, 784) and data.val.shape == (0, 784), (data.train.shape, data.val.shape)
+    assert data.val_labels.shape == (0,)
