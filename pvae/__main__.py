@@ -4,4 +4,5 @@ import sys
 
 from pvae.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # imported (e.g. by a doctest collector), it does nothing
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The ``pvae`` command line: ``pvae train``, ``pvae evaluate``, ``pvae graph``, ``pvae plot``, ``pvae sample``.
+"""The ``pvae`` command line: ``pvae train``, ``evaluate``, ``compare``, ``graph``, ``plot`` and ``sample``.
 
 ``pvae train`` has one flag per :class:`~pvae.config.TrainConfig` field (``z_dim`` -> ``--z-dim``).
 Errors a user can fix print one line, ``pvae: error: ...``, and exit with status 2.
@@ -57,8 +57,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         kwargs = dict(_ARG_TYPES[str(f.type)])
         if f.name in FIELD_CHOICES:
-            kwargs["choices"] = FIELD_CHOICES[f.name]
-        if "type" in kwargs and "choices" not in kwargs:
+            # Listed as argparse lists choices, but checked by TrainConfig: its refusal is one line
+            # that suggests the nearest name, where argparse's repeats the whole usage.
+            kwargs["metavar"] = "{" + ",".join(FIELD_CHOICES[f.name]) + "}"
+        elif "type" in kwargs:
             kwargs["metavar"] = _METAVARS.get(f.name) or {int: "N", float: "X"}.get(kwargs["type"], "TEXT")
         default = f.default
         sentence = docs.get(f.name)
@@ -157,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, metavar="N",
                     help="seed of the draws of the latents: evaluating twice gives the same numbers (default: 0)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar while log p(x) is estimated")
+    cm = sub.add_parser("compare", help="several runs side by side: the settings that differ and their numbers",
+                        description="Put run folders side by side: one table of the settings that differ and the "
+                                    "numbers (validation and test ELBO, log p(x) with its standard error and K, KL "
+                                    "gap, active units, seconds per epoch), printed and written as Markdown and CSV, "
+                                    "and a figure of the training curves overlaid. Numbers measured differently "
+                                    "(another K, split, binarization, ...) are flagged.")
+    cm.add_argument("runs", metavar="RUN", nargs="+",
+                    help="run folders written by pvae train; those evaluated by pvae evaluate add their test numbers")
+    cm.add_argument("--out", metavar="DIR",
+                    help="folder for comparison.md, comparison.csv and comparison.png (default: the current folder)")
     _add_figure_commands(sub)
     return parser
 
@@ -206,6 +218,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"written: {args.run}/evaluation.json")
     if args.num_samples is not None:
         print(f"written: {args.run}/per_image.csv (elbo, log_px and their gap, image by image)")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from pvae.compare import compare_runs, format_comparison
+
+    comparison = compare_runs(args.runs, out=args.out or ".")
+    print(format_comparison(comparison))
+    for path in comparison.files:
+        print(f"written: {path}")
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -287,7 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # run folder is written atomically, so the last complete checkpoint survives either way.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        {"train": _train, "evaluate": _evaluate, "graph": _graph, "plot": _plot, "sample": _sample}[args.command](args)
+        commands = {"train": _train, "evaluate": _evaluate, "compare": _compare, "graph": _graph, "plot": _plot,
+                    "sample": _sample}
+        commands[args.command](args)
     except (ValueError, DataNotFoundError, CheckpointError, RunFolderError) as err:
         print(f"pvae: error: {err}", file=sys.stderr)
         return 2

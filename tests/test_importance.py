@@ -194,6 +194,21 @@ def test_vae_estimate_does_not_depend_on_num_data() -> None:
     assert results[0].log_px.abs().min() > 1.0, "log p(x) too close to 0 for the comparison to show a scale"
 
 
+def test_progress_counts_every_image_once() -> None:
+    """importance_estimate's progress callback is told of each chunk of images as it finishes: the
+    counts add up to N, one call per chunk (chunk_size // K images each), and the estimate is unchanged."""
+    torch.manual_seed(0)
+    vae = VAE(20, 3, hidden=(16,))
+    x = torch.bernoulli(torch.full((9, 20), 0.3))
+    calls: list[int] = []
+    pyro.set_rng_seed(5)
+    with_progress = importance_estimate(vae.model, vae.guide, x, num_samples=50, chunk_size=200, progress=calls.append)
+    pyro.set_rng_seed(5)
+    without = importance_estimate(vae.model, vae.guide, x, num_samples=50, chunk_size=200)
+    assert calls == [4, 4, 1], f"expected chunks of 200 // 50 = 4 images, got {calls}"
+    assert torch.equal(with_progress.log_px, without.log_px)
+
+
 def test_linear_gaussian_with_subsampled_plate_is_exact() -> None:
     """A model written for minibatches (plate of 1,000 with 20 subsampled) still yields the exact log p(x)."""
     lg = LinearGaussian()
