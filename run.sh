@@ -3,6 +3,12 @@
 #   ./run.sh train [pvae train flags]     train the default VAE on MNIST (the main job)
 #   ./run.sh test  [pytest args]          run the test suite
 #   ./run.sh pvae  [any pvae command]     e.g. ./run.sh pvae evaluate runs/<run>
+#   ./run.sh docs  [sphinx-build args]    build the documentation site into docs/_build/html, strictly:
+#                                         any warning (a broken link, an unresolved reference, a docstring
+#                                         that does not render) fails it. The notebooks in docs/tutorials/
+#                                         are executed (they are committed without outputs), so they need
+#                                         the data: export PVAE_DATA_DIR=<dir> on an offline machine (see
+#                                         README.md). ./run.sh docs -D nb_execution_mode=off skips running them.
 # Set-up: a private copy of uv in .tools/, the exact packages of uv.lock in .venv/, and Graphviz.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,5 +33,6 @@ case "$cmd" in
     train) exec .venv/bin/pvae train "$@" ;;
     test) exec .venv/bin/python -m pytest "$@" ;;
     pvae) exec .venv/bin/pvae "$@" ;;
-    *) echo "usage: ./run.sh train|test|pvae [args...]" >&2; exit 2 ;;
+    docs) exec .venv/bin/python -m sphinx -E -W --keep-going -n -b html docs docs/_build/html "$@" ;;  # -E: fresh, so every build reports every warning
+    *) echo "usage: ./run.sh train|test|pvae|docs [args...]" >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ Priors, likelihoods and posterior families are small duck-typed objects (:mod:`p
 """
 
 from pvae.checkpoint import CheckpointError
+from pvae.compare import Comparison, compare_runs
 from pvae.components import (
     GUIDES,
     LIKELIHOODS,
@@ -89,6 +90,8 @@ __all__ = [
     "SemiSupervisedObjective",
     "ElboTerms",
     "evaluate_run",
+    "compare_runs",
+    "Comparison",
     "log_marginal_likelihood",
     "importance_estimate",
     "ImportanceEstimate",

@@ -19,6 +19,7 @@ import torch
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "atomic_write_bytes", "atomic_write_text", "save_checkpoint", "load_checkpoint"]
 
+#: The tag every checkpoint pvae writes carries (its ``"format"`` entry).
 CHECKPOINT_FORMAT = "pvae-checkpoint-v1"
 
 

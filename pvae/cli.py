@@ -76,10 +76,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def field_docs(doc: str) -> dict[str, str]:
-    """The ``:param name: text`` entries of a docstring, as plain terminal text.
+    r"""The ``:param name: text`` entries of a docstring, as plain terminal text.
 
     An entry runs on over the lines indented below it. Sphinx roles become their text
-    (:class:`~a.B` is B) and double backquotes are dropped, so that the docstring is the one
+    (``:class:`~a.B``` is B) and double backquotes are dropped, so that the docstring is the one
     source of the reference pages, help() and --help alike.
 
     >>> field_docs(":param lr: Adam's ``lr``, see\n    :class:`~torch.optim.Adam`.\n\n>>> 1")

@@ -148,9 +148,10 @@ def build_model(
 ) -> GraphicalModel:
     """The graphical model a configuration describes (its ``model`` family, or a class of your own).
 
-    :param x_dim: pixels per image; :param num_data: N, the training-set size.
+    :param x_dim: pixels per image.
+    :param num_data: N, the training-set size.
     :param mean_image: mean training image ``(x_dim,)``; when given, the decoder's output bias
-        starts at the likelihood's :meth:`initial_bias` of it (pvae's own families).
+        starts at the likelihood's :meth:`~pvae.likelihoods.Likelihood.initial_bias` of it (pvae's own families).
     :param init_data: training images ``(n, x_dim)`` for data-dependent starting values (the VampPrior's
         pseudo-inputs); without them such parameters start from noise. Loading a checkpoint
         overwrites them either way.

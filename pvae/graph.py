@@ -57,6 +57,7 @@ __all__ = [
     "default_vae",
 ]
 
+#: Which of the two programs of a model/guide pair: ``"model"`` or ``"guide"``.
 Program = Literal["model", "guide"]
 # MNIST, Fashion-MNIST and KMNIST alike: 60,000 training images of 28 x 28 pixels.
 TRAIN_IMAGES, IMAGE_PIXELS = 60_000, 28 * 28
@@ -69,9 +70,13 @@ class GraphFiles:
     """What :func:`write_graphs` wrote: DOT sources, their SVG/PNG renderings (empty when Graphviz's
     ``dot`` is missing), the Figure-1-style picture, and a note on how to render the DOT by hand."""
 
+    #: the DOT sources.
     dot: list[Path] = field(default_factory=list)
+    #: their SVG/PNG renderings (empty when Graphviz's ``dot`` is missing).
     rendered: list[Path] = field(default_factory=list)
+    #: the Figure-1-style picture.
     figure: list[Path] = field(default_factory=list)
+    #: how to render the DOT sources by hand when ``dot`` is missing; ``None`` otherwise.
     note: str | None = None
 
 

@@ -34,7 +34,7 @@ __all__ = ["PosteriorFamily", "DiagonalPosterior", "FullCovariancePosterior", "F
 
 @runtime_checkable
 class PosteriorFamily(Protocol):
-    """What :class:`pvae.VAE` needs from a posterior family q(z|x)."""
+    """What :class:`pvae.VAE <pvae.models.vae.VAE>` needs from a posterior family q(z|x)."""
 
     z_dim: int
 
@@ -47,7 +47,9 @@ class PosteriorFamily(Protocol):
 class DiagonalPosterior(nn.Module):
     """q(z|x) = N(z; mu(x), diag(sigma(x)^2)), the guide of Kingma & Welling (2014).
 
-    :param x_dim: pixels per image; :param z_dim: m; :param hidden: hidden widths of the encoder;
+    :param x_dim: pixels per image.
+    :param z_dim: m.
+    :param hidden: hidden widths of the encoder.
     :param activation: a name in :data:`pvae.networks.ACTIVATIONS`.
     """
 
@@ -57,7 +59,8 @@ class DiagonalPosterior(nn.Module):
         self.encoder = GaussianEncoder(x_dim, z_dim, hidden, activation)
 
     def forward(self, x: Tensor) -> dist.TorchDistribution:
-        """:param x: ``(..., x_dim)``. :returns: ``batch_shape == x.shape[:-1]``, ``event_shape == (z_dim,)``."""
+        """:param x: ``(..., x_dim)``.
+        :returns: ``batch_shape == x.shape[:-1]``, ``event_shape == (z_dim,)``."""
         loc, scale = self.encoder(x)
         return dist.Normal(loc, scale).to_event(1)
 
@@ -68,7 +71,9 @@ class FullCovariancePosterior(nn.Module):
     The encoder emits mu (m numbers), the diagonal of L through a softplus (m) and the strictly
     lower triangle of L as is (m (m - 1) / 2).
 
-    :param x_dim: pixels per image; :param z_dim: m; :param hidden: hidden widths of the encoder;
+    :param x_dim: pixels per image.
+    :param z_dim: m.
+    :param hidden: hidden widths of the encoder.
     :param activation: a name in :data:`pvae.networks.ACTIVATIONS`.
     """
 
@@ -82,8 +87,9 @@ class FullCovariancePosterior(nn.Module):
         self.register_buffer("tril_cols", cols, persistent=False)
 
     def forward(self, x: Tensor) -> dist.TorchDistribution:
-        """:param x: ``(..., x_dim)``. :returns: a ``MultivariateNormal`` with
-        ``batch_shape == x.shape[:-1]``, ``event_shape == (z_dim,)``."""
+        """:param x: ``(..., x_dim)``.
+        :returns: a ``MultivariateNormal`` with ``batch_shape == x.shape[:-1]``,
+            ``event_shape == (z_dim,)``."""
         m = self.z_dim
         out = self.encoder(x)
         loc, raw_diag, off_diag = out[..., :m], out[..., m : 2 * m], out[..., 2 * m :]
@@ -102,9 +108,12 @@ class FlowPosterior(nn.Module):
     per step (Pyro caches the draw); scoring any other z (a VampPrior built on this family does)
     inverts each step sequentially, z_dim passes.
 
-    :param x_dim: pixels per image; :param z_dim: m >= 2; :param hidden: hidden widths of the encoder;
+    :param x_dim: pixels per image.
+    :param z_dim: m >= 2.
+    :param hidden: hidden widths of the encoder.
     :param activation: a name in :data:`pvae.networks.ACTIVATIONS`.
-    :param num_flows: L >= 1. :param context_dim: width of h (default m).
+    :param num_flows: L >= 1.
+    :param context_dim: width of h (default m).
     :param flow_hidden: widths of each step's MADE network (default ``[max(hidden[-1], 2 m)]``).
     """
 
@@ -134,8 +143,9 @@ class FlowPosterior(nn.Module):
         )
 
     def forward(self, x: Tensor) -> dist.TorchDistribution:
-        """:param x: ``(..., x_dim)``. :returns: a ``TransformedDistribution`` with
-        ``batch_shape == x.shape[:-1]``, ``event_shape == (z_dim,)``."""
+        """:param x: ``(..., x_dim)``.
+        :returns: a ``TransformedDistribution`` with ``batch_shape == x.shape[:-1]``,
+            ``event_shape == (z_dim,)``."""
         m = self.z_dim
         out = self.encoder(x)
         loc, raw_scale, context = out[..., :m], out[..., m : 2 * m], out[..., 2 * m :]

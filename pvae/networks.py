@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 __all__ = ["ACTIVATIONS", "mlp", "GaussianEncoder"]
 
+#: The activations by name (``TrainConfig.activation``, ``--activation``): name -> ``nn.Module`` class.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -39,7 +40,9 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn
 class GaussianEncoder(nn.Module):
     """x -> (loc, scale) of the diagonal Gaussian q(z|x).
 
-    :param x_dim: pixels per image; :param z_dim: m; :param hidden: hidden widths.
+    :param x_dim: pixels per image.
+    :param z_dim: m.
+    :param hidden: hidden widths.
     """
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int], activation: str) -> None:
@@ -47,7 +50,8 @@ class GaussianEncoder(nn.Module):
         self.net = mlp(x_dim, hidden, 2 * z_dim, activation)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """:param x: ``(batch, x_dim)``. :returns: ``loc``, ``scale``, each ``(batch, z_dim)``."""
+        """:param x: ``(batch, x_dim)``.
+        :returns: ``loc``, ``scale``, each ``(batch, z_dim)``."""
         loc, raw_scale = self.net(x).chunk(2, dim=-1)
         # softplus keeps the scale positive without exp's overflow; the floor keeps log q finite.
         return loc, F.softplus(raw_scale) + 1e-6

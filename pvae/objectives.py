@@ -51,7 +51,8 @@ def _guide_trace(model: GraphicalModel, x: Tensor, args: tuple[Tensor, ...]) -> 
 def wants_enumeration(model: GraphicalModel, x: Tensor, *args: Tensor) -> bool:
     """Whether the guide marks a site for parallel enumeration (then it needs ``TraceEnum_ELBO``).
 
-    :param x: a few training images ``(n, x_dim)``; :param args: what the guide takes besides.
+    :param x: a few training images ``(n, x_dim)``.
+    :param args: what the guide takes besides.
     """
     trace = _guide_trace(model, x, args)
     return any(site["infer"].get("enumerate") == "parallel" for site in sample_sites(trace).values())
@@ -120,7 +121,8 @@ def check_semi_supervised(model: GraphicalModel, x: Tensor, y: Tensor) -> None:
     """Check, before training, the programs a semi-supervised step runs on labelled images: the
     model and guide given ``y``, and the classification term ``classifier_model``/``classifier_guide``.
 
-    :param x: two labelled images ``(2, x_dim)``; :param y: their classes ``(2,)``.
+    :param x: two labelled images ``(2, x_dim)``.
+    :param y: their classes ``(2,)``.
     :raises ConfigError: when the classification term is missing; the programs' own errors otherwise.
     """
     missing = [name for name in ("classifier_model", "classifier_guide") if not callable(getattr(model, name, None))]
@@ -143,7 +145,8 @@ class SemiSupervisedObjective:
     replacement, from ``generator`` (the training's data stream, so a resumed run draws the same).
 
     :param elbo: the ELBO of both parts (``TraceEnum_ELBO``).
-    :param x_labelled: the labelled images ``(N_l, x_dim)``; :param y_labelled: their classes ``(N_l,)``.
+    :param x_labelled: the labelled images ``(N_l, x_dim)``.
+    :param y_labelled: their classes ``(N_l,)``.
     :param generator: the random stream of the data order.
     :ivar auxiliary: the last step's classification term (a detached scalar), which the reported
         ELBO leaves out.
@@ -157,7 +160,8 @@ class SemiSupervisedObjective:
     def differentiable_loss(self, model: Callable[..., Any], guide: Callable[..., Any], x: Tensor) -> Tensor:
         """-(ELBO of the unlabelled batch ``x`` + ELBO of a labelled batch) - alpha * log q(y|x).
 
-        :param model: :param guide: the M2 model's own (``model.model``, ``model.guide``).
+        :param model: the M2 model's own ``model.model``.
+        :param guide: the M2 model's own ``model.guide``.
         """
         owner = getattr(model, "__self__", None)
         if owner is None or not hasattr(owner, "classifier_model"):

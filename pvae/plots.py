@@ -420,7 +420,11 @@ def read_per_image_csv(path: str | Path) -> dict[str, Tensor]:
 
 def plot_elbo_vs_log_px(elbo: Tensor, log_px: Tensor, path: str | Path, *, pdf: bool = False) -> Path:
     """Per-image ELBO against the importance-sampling estimate of log p(x), with the line ELBO = log p(x);
-    a point's height below the line is its KL(q(z|x) || p(z|x)). :param elbo, log_px: ``(N,)``, nats."""
+    a point's height below the line is its KL(q(z|x) || p(z|x)).
+
+    :param elbo: ``(N,)``, nats.
+    :param log_px: ``(N,)``, nats.
+    """
     if elbo.shape != log_px.shape:
         raise ValueError(f"expected elbo and log_px of one shape, got {tuple(elbo.shape)} and {tuple(log_px.shape)}")
     e, lp = elbo.double().cpu(), log_px.double().cpu()

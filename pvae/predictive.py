@@ -69,7 +69,10 @@ def central_latents(model: GraphicalModel, x: Tensor, y: Tensor | None = None) -
 @torch.no_grad()
 def continuous_latents(model: GraphicalModel, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
     """:func:`central_latents` without the discrete sites (M2's y): the values a figure can move
-    along a line or project on a plane. :returns: site name -> ``(batch, ...)``, in the guide's order."""
+    along a line or project on a plane.
+
+    :returns: site name -> ``(batch, ...)``, in the guide's order.
+    """
     return {name: site["value"] for name, site in _central_sites(model, x, y).items() if not is_discrete(site)}
 
 
@@ -85,7 +88,8 @@ def decode(model: GraphicalModel, values: dict[str, Tensor], num: int, y: Tensor
            device: torch.device | None = None) -> Tensor:
     """Mean of the image site given latent ``values`` (sites not in it are drawn from the model).
 
-    :param values: site name -> ``(num, ...)``. :param num: images to decode.
+    :param values: site name -> ``(num, ...)``.
+    :param num: images to decode.
     :returns: ``(num, x_dim)``.
     """
     if device is None:
@@ -100,7 +104,9 @@ def decode(model: GraphicalModel, values: dict[str, Tensor], num: int, y: Tensor
 def reconstruct(model: GraphicalModel, x: Tensor, y: Tensor | None = None) -> Tensor:
     """Mean of the model's image site at the guide's representative latents of ``x``.
 
-    :param x: ``(batch, x_dim)``; :param y: labels for a model that takes them. :returns: ``(batch, x_dim)``.
+    :param x: ``(batch, x_dim)``.
+    :param y: labels for a model that takes them.
+    :returns: ``(batch, x_dim)``.
     """
     values = central_latents(model, x, y)
     # For M2 without labels the guide's choice of y is among the values and conditions the model.
@@ -129,7 +135,10 @@ def _device_dtype(model: GraphicalModel) -> tuple[torch.device, torch.dtype]:
 def prior_trace(model: GraphicalModel, num: int, y: Tensor | None = None, *, like: Tensor | None = None) -> Trace:
     """The model run forward for ``num`` placeholder images: every latent site drawn from the model
     itself, so from its prior. The placeholder is observed at the image site but never read, since
-    no site comes after the images. :param like: a tensor giving device and dtype (default: the model's)."""
+    no site comes after the images.
+
+    :param like: a tensor giving device and dtype (default: the model's).
+    """
     device, dtype = (like.device, like.dtype) if like is not None else (_device_dtype(model))
     placeholder = torch.zeros(num, model.x_dim, device=device, dtype=dtype)
     with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):

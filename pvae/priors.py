@@ -1,7 +1,7 @@
 """Priors p(z) over the latent code.
 
 A prior is any object that, called with no arguments, returns a Pyro distribution over z with
-``event_shape == (z_dim,)`` and ``batch_shape == ()``; the data plate in :meth:`pvae.VAE.model`
+``event_shape == (z_dim,)`` and ``batch_shape == ()``; the data plate in :meth:`pvae.VAE.model <pvae.models.vae.VAE.model>`
 broadcasts it over the images. Priors with learned parameters are ``torch.nn.Module`` s so that
 they move with the model and are saved in its ``state_dict``; plain objects work too
 (:class:`Prior` is a ``Protocol``, nothing needs to be subclassed).
@@ -36,7 +36,7 @@ __all__ = [
 
 @runtime_checkable
 class Prior(Protocol):
-    """What :class:`pvae.VAE` needs from a prior: a distribution over z, event dimension folded in."""
+    """What :class:`pvae.VAE <pvae.models.vae.VAE>` needs from a prior: a distribution over z, event dimension folded in."""
 
     z_dim: int
 
@@ -152,7 +152,7 @@ class VampPrior(nn.Module):
     towards q(z|u_k) of nearby pseudo-inputs.
 
     Design: the prior is handed the posterior family (``x -> q(z|x)``) at construction, and
-    :func:`pvae.build_vae` builds the guide first. It keeps a *reference*, not a submodule: the
+    :func:`pvae.build_vae <pvae.components.build_vae>` builds the guide first. It keeps a *reference*, not a submodule: the
     encoder belongs to, and is saved with, the guide, so the ``state_dict`` holds each weight once;
     the only parameters of this prior are the pseudo-inputs. Passing the family in the constructor
     (rather than a late ``bind`` step) means a VampPrior can never exist half-built.
@@ -190,7 +190,8 @@ class VampPrior(nn.Module):
 class Laplace(nn.Module):
     """p(z) = prod_j Laplace(z_j; 0, b): heavier tails than N(0, I).
 
-    :param z_dim: m >= 1. :param scale: b > 0 (variance 2 b^2).
+    :param z_dim: m >= 1.
+    :param scale: b > 0 (variance 2 b^2).
     """
 
     def __init__(self, z_dim: int, scale: float = 1.0) -> None:
@@ -213,7 +214,8 @@ class Laplace(nn.Module):
 class StudentT(nn.Module):
     """p(z) = prod_j t_nu(z_j; 0, 1): polynomial tails, heavier the smaller nu.
 
-    :param z_dim: m >= 1. :param df: nu > 0, the degrees of freedom (nu -> infinity is N(0, I)).
+    :param z_dim: m >= 1.
+    :param df: nu > 0, the degrees of freedom (nu -> infinity is N(0, I)).
     """
 
     def __init__(self, z_dim: int, df: float = 3.0) -> None:
@@ -245,8 +247,8 @@ class FlowPrior(nn.Module):
     ``state_dict``; the "stable" (sigmoid-gated) update of Kingma et al. (2016) keeps it tame.
 
     :param z_dim: m >= 2 (a one-dimensional autoregressive map is only affine).
-    :param num_flows: L >= 1. :param hidden_dims: widths of each layer's MADE network
-        (default: Pyro's, ``[10 * z_dim]``).
+    :param num_flows: L >= 1.
+    :param hidden_dims: widths of each layer's MADE network (default: Pyro's, ``[10 * z_dim]``).
     """
 
     def __init__(self, z_dim: int, num_flows: int = 4, hidden_dims: Sequence[int] | None = None) -> None:

@@ -66,7 +66,10 @@ def _log_joint(model: GraphicalModel, site: str, x: Tensor, z: Tensor) -> Tensor
     """log p(x, z_j) for one image ``x`` ``(x_dim,)`` and G values ``z`` ``(G, *event)`` of ``site``:
     the model's trace conditioned on them, the image repeated along the data plate, every site's
     log-density summed. Unscaled: each grid point is one image's joint density, not a minibatch's
-    share of a dataset. :returns: ``(G,)``."""
+    share of a dataset.
+
+    :returns: ``(G,)``.
+    """
     images = x.expand(z.shape[0], *x.shape)
     # A particles plate of one: the layout ``site_log_prob`` splits per image, as in ``trace_pair``.
     with poutine.block(), pyro.plate(PARTICLES, 1, dim=-2):

@@ -136,6 +136,7 @@ def _vamp(num: int, ctx: Context) -> VampPrior:
     return VampPrior(ctx.z_dim, ctx.posterior, _pseudo_inputs(num, ctx))
 
 
+#: The priors by name (``--prior NAME[:ARG]``): name -> :class:`Entry`.
 PRIORS: dict[str, Entry] = {
     "normal": Entry("normal", "N(0, I)", _no_argument, lambda a, c: StandardNormal(c.z_dim)),
     "diagonal": Entry("diagonal", "N(mu, diag(sigma^2)), mu and sigma learned", _no_argument,
@@ -150,6 +151,7 @@ PRIORS: dict[str, Entry] = {
     "flow": Entry("flow[:L]", "N(0, I) through L masked autoregressive flow layers (L=4)", _count(4, "L"),
                   lambda n, c: FlowPrior(c.z_dim, n)),
 }
+#: The likelihoods by name (``--likelihood NAME[:ARG]``): name -> :class:`Entry`.
 LIKELIHOODS: dict[str, Entry] = {
     "bernoulli": Entry("bernoulli", "binary pixels (needs --binarization dynamic or static)", _no_argument,
                        lambda a, c: Bernoulli()),
@@ -171,6 +173,7 @@ def _guide_sizes(c: Context) -> tuple[int, int, tuple[int, ...], str]:
     return c.x_dim, c.z_dim, c.hidden, c.activation
 
 
+#: The posterior families by name (``--guide NAME[:ARG]``): name -> :class:`Entry`.
 GUIDES: dict[str, Entry] = {
     "diagonal": Entry("diagonal", "diagonal Gaussian q(z|x)", _no_argument,
                       lambda a, c: DiagonalPosterior(*_guide_sizes(c))),
@@ -180,7 +183,8 @@ GUIDES: dict[str, Entry] = {
                   _count(4, "L"), lambda n, c: FlowPosterior(*_guide_sizes(c), num_flows=n)),
 }
 
-# The model families; components.build_model holds their builders (they need the configuration).
+#: The model families by name (``--model NAME``); :func:`pvae.components.build_model` holds their
+#: builders (they need the configuration).
 MODELS: dict[str, Entry] = {
     "vae": Entry("vae", "z -> x, the VAE of Kingma & Welling (2014)", _no_argument, lambda a, c: None),
     "hierarchical": Entry("hierarchical", "z2 -> z1 -> x, two stochastic layers (Burda et al. 2016); sizes --z1-dim, --z-dim",

@@ -149,7 +149,8 @@ def site_log_prob(
     Unscaled on purpose: a subsampled plate's N / B scale is a property of SVI's loss, not of
     p(x_i, z_i). Masks apply.
 
-    :param role: ``"model"`` or ``"guide"``, for messages. :param ndim: from :func:`trace_pair`.
+    :param role: ``"model"`` or ``"guide"``, for messages.
+    :param ndim: from :func:`trace_pair`.
     :param enumerated: how many sites the traces enumerate (``len(enumerated_sites(guide_trace))``):
         up to that many dims left of the particles' are enumeration dims, kept as they are; any
         other extra dim is an error.
@@ -224,7 +225,8 @@ def check_data_support(model: Any, x: Tensor, *args: Any) -> None:
     message, which names the fix; any other model is checked at its image site (the observed site
     holding ``x``) against the site distribution's ``support``.
 
-    :param x: images ``(N, x_dim)``; :param args: what model and guide take besides (labels).
+    :param x: images ``(N, x_dim)``.
+    :param args: what model and guide take besides (labels).
     :raises ValueError: naming the site and how many values fall outside.
     """
     check = getattr(getattr(model, "likelihood", None), "check_support", None)
@@ -245,7 +247,8 @@ def label_site(model: Any, x: Tensor, y: Tensor) -> str | None:
     """The model's sample site that a label ``y`` is observed at (M2's ``y``), or ``None`` when ``y``
     only conditions the model (a class-conditional VAE) or the model takes no labels.
 
-    :param x: a few images ``(n, x_dim)``; :param y: their classes ``(n,)``.
+    :param x: a few images ``(n, x_dim)``.
+    :param y: their classes ``(n,)``.
     """
     with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
         trace = poutine.trace(model.model).get_trace(x, y)
@@ -258,7 +261,8 @@ def check_model_traces(model: Any, x: Tensor, *args: Any) -> None:
     written: model and guide run, one observed site holds the images, every latent of the model is
     proposed by the guide, and every site sits in the data plate.
 
-    :param x: a few images ``(n, x_dim)``; :param args: what model and guide take besides.
+    :param x: a few images ``(n, x_dim)``.
+    :param args: what model and guide take besides.
     :raises ValueError: one line naming the site and the fix.
     """
     with torch.no_grad(), pyro.validation_enabled(False), poutine.block():

@@ -1,9 +1,9 @@
 """The graphical models pvae builds, each one generative story of about a screen.
 
-* :class:`VAE`: z -> x (Kingma & Welling 2014);
-* :class:`TwoLayerVAE`: z2 -> z1 -> x (Burda et al. 2016, section 5);
-* :class:`ConditionalVAE`: p(z) p(x | z, y), y observed;
-* :class:`SemiSupervisedVAE`: M2 (Kingma et al. 2014), y observed or enumerated.
+* :class:`~pvae.models.vae.VAE`: z -> x (Kingma & Welling 2014);
+* :class:`~pvae.models.hierarchical.TwoLayerVAE`: z2 -> z1 -> x (Burda et al. 2016, section 5);
+* :class:`~pvae.models.conditional.ConditionalVAE`: p(z) p(x | z, y), y observed;
+* :class:`~pvae.models.semisupervised.SemiSupervisedVAE`: M2 (Kingma et al. 2014), y observed or enumerated.
 
 They share priors, likelihoods, posterior families and networks, and nothing above them; every
 consumer is typed against :class:`pvae.protocol.GraphicalModel`, which a model of your own meets too.

@@ -31,11 +31,15 @@ __all__ = ["ConditionalVAE"]
 class ConditionalVAE(PyroModule):
     """p(z) p(x | z, y), q(z | x, y); y in {0, ..., num_classes - 1} enters both networks one-hot.
 
-    :param x_dim: pixels per image; :param z_dim: m; :param num_classes: C.
-    :param prior: p(z); default N(0, I). :param likelihood: p(x | z, y); default Bernoulli.
+    :param x_dim: pixels per image.
+    :param z_dim: m.
+    :param num_classes: C.
+    :param prior: p(z); default N(0, I).
+    :param likelihood: p(x | z, y); default Bernoulli.
     :param posterior: q(z | x, y) as a posterior family over inputs of ``x_dim + num_classes``
         numbers (the image and the one-hot label); default diagonal Gaussian.
-    :param hidden: encoder widths (the decoder mirrors them); :param activation: nonlinearity.
+    :param hidden: encoder widths (the decoder mirrors them).
+    :param activation: nonlinearity.
     :param num_data: N, the data plate's size.
     """
 
@@ -66,12 +70,20 @@ class ConditionalVAE(PyroModule):
                            activation)
 
     def model(self, x: Tensor, y: Tensor) -> None:
-        """p(z) p(x | z, y). :param x: images ``(batch, x_dim)``; :param y: their classes ``(batch,)``."""
+        """p(z) p(x | z, y).
+
+        :param x: images ``(batch, x_dim)``.
+        :param y: their classes ``(batch,)``.
+        """
         with data_plate(x, self.num_data):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(join_label(z, y, self.num_classes))), obs=x)
 
     def guide(self, x: Tensor, y: Tensor) -> None:
-        """q(z | x, y). :param x: images ``(batch, x_dim)``; :param y: their classes ``(batch,)``."""
+        """q(z | x, y).
+
+        :param x: images ``(batch, x_dim)``.
+        :param y: their classes ``(batch,)``.
+        """
         with data_plate(x, self.num_data):
             pyro.sample("z", self.posterior(join_label(x, y, self.num_classes)))

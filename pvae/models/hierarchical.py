@@ -36,9 +36,11 @@ class TwoLayerVAE(PyroModule):
     Defaults are the IWAE paper's: z1 of 100 and z2 of 50 units; x -> [200, 200] -> z1 ->
     [100, 100] -> z2 in the guide and the mirror image in the model; tanh.
 
-    :param x_dim: pixels per image. :param z1_dim: units of z1, the layer next to x.
+    :param x_dim: pixels per image.
+    :param z1_dim: units of z1, the layer next to x.
     :param z2_dim: units of z2, the top layer (the prior's).
-    :param prior: p(z2); default N(0, I). :param likelihood: p(x|z1); default Bernoulli.
+    :param prior: p(z2); default N(0, I).
+    :param likelihood: p(x|z1); default Bernoulli.
     :param posterior: q(z1|x); default diagonal Gaussian with the encoder widths ``hidden``.
     :param top_posterior: q(z2|z1); default diagonal Gaussian with the widths ``top_hidden``.
     :param hidden: widths between x and z1 (guide; the decoder p(x|z1) mirrors them).
@@ -82,7 +84,10 @@ class TwoLayerVAE(PyroModule):
         self.decoder = mlp(z1_dim, tuple(reversed(hidden)), self.likelihood.params_per_pixel * x_dim, activation)
 
     def model(self, x: Tensor) -> None:
-        """p(z2) p(z1|z2) p(x|z1). :param x: observed images ``(batch, x_dim)``."""
+        """p(z2) p(z1|z2) p(x|z1).
+
+        :param x: observed images ``(batch, x_dim)``.
+        """
         with data_plate(x, self.num_data):
             z2 = pyro.sample("z2", self.prior())
             loc, scale = self.z1_decoder(z2)
@@ -90,7 +95,10 @@ class TwoLayerVAE(PyroModule):
             pyro.sample("x", self.likelihood(self.decoder(z1)), obs=x)
 
     def guide(self, x: Tensor) -> None:
-        """q(z1|x) q(z2|z1), bottom-up. :param x: observed images ``(batch, x_dim)``."""
+        """q(z1|x) q(z2|z1), bottom-up.
+
+        :param x: observed images ``(batch, x_dim)``.
+        """
         with data_plate(x, self.num_data):
             z1 = pyro.sample("z1", self.posterior(x))
             pyro.sample("z2", self.top_posterior(z1))
@@ -108,7 +116,8 @@ class TopLayerPosterior:
         self.z_dim = top_posterior.z_dim
 
     def __call__(self, u: Tensor) -> dist.TorchDistribution:
-        """:param u: images ``(K, x_dim)``. :returns: ``batch_shape == (K,)``, ``event_shape == (z2_dim,)``."""
+        """:param u: images ``(K, x_dim)``.
+        :returns: ``batch_shape == (K,)``, ``event_shape == (z2_dim,)``."""
         return self.top_posterior(central_value(self.posterior(u)))
 
 

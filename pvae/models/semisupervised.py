@@ -46,12 +46,17 @@ class SemiSupervisedVAE(PyroModule):
     The data plate has two sizes: N_l when the batch is labelled (``y`` given) and N_u = N - N_l
     when it is not, so each part of SVI's loss estimates its own set's total.
 
-    :param x_dim: pixels per image; :param z_dim: m; :param num_classes: C.
+    :param x_dim: pixels per image.
+    :param z_dim: m.
+    :param num_classes: C.
     :param num_labelled: N_l, labelled training images (``num_data`` is N, all of them).
     :param aux_weight: alpha / N, the weight of the classification term per image (Kingma et al.
         2014 use alpha = 0.1 N, so 0.1).
-    :param prior: p(z); :param likelihood: p(x | y, z); :param posterior: q(z | x, y) over inputs of
-        ``x_dim + num_classes`` numbers. :param hidden: widths of every network; :param activation:.
+    :param prior: p(z).
+    :param likelihood: p(x | y, z).
+    :param posterior: q(z | x, y) over inputs of ``x_dim + num_classes`` numbers.
+    :param hidden: widths of every network.
+    :param activation: a name in :data:`pvae.networks.ACTIVATIONS`.
     """
 
     label_mode = "semi-supervised"
@@ -92,8 +97,11 @@ class SemiSupervisedVAE(PyroModule):
         return data_plate(x, self.num_labelled if labelled else self.num_data - self.num_labelled)
 
     def model(self, x: Tensor, y: Tensor | None = None) -> None:
-        """p(y) p(z) p(x | y, z). :param x: images ``(batch, x_dim)``; :param y: their classes
-        ``(batch,)``, or ``None`` for unlabelled images (then y is latent)."""
+        """p(y) p(z) p(x | y, z).
+
+        :param x: images ``(batch, x_dim)``.
+        :param y: their classes ``(batch,)``, or ``None`` for unlabelled images (then y is latent).
+        """
         with self._plate(x, y is not None):
             y = pyro.sample("y", dist.Categorical(logits=x.new_zeros(self.num_classes)), obs=y)
             z = pyro.sample("z", self.prior())

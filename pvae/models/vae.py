@@ -93,12 +93,18 @@ class VAE(PyroModule):
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """Mean of p(x|z) at z = the posterior mean of q(z|x) (for a flow guide, the flow's image of
-        its base mean; see :func:`~pvae.guides.central_value`). :param x: ``(batch, x_dim)``.
-        :returns: ``(batch, x_dim)``."""
+        its base mean; see :func:`~pvae.guides.central_value`).
+
+        :param x: ``(batch, x_dim)``.
+        :returns: ``(batch, x_dim)``.
+        """
         return self.likelihood(self.decoder(central_value(self.posterior(x)))).mean
 
     @torch.no_grad()
     def generate(self, num_samples: int) -> Tensor:
-        """Means of p(x|z) for z drawn from the prior. :returns: ``(num_samples, x_dim)``."""
+        """Means of p(x|z) for z drawn from the prior.
+
+        :returns: ``(num_samples, x_dim)``.
+        """
         z = self.prior().sample((num_samples,))
         return self.likelihood(self.decoder(z)).mean
