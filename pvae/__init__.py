@@ -7,6 +7,15 @@ Priors, likelihoods and posterior families are small duck-typed objects (:mod:`p
 :mod:`pvae.likelihoods`, :mod:`pvae.guides`); both Laplace classes live there under that name.
 """
 
+from pvae.ais import (
+    AISEstimate,
+    BDMCResult,
+    SimulatedData,
+    ais_estimate,
+    ais_log_marginal_likelihood,
+    bdmc,
+    simulate_data,
+)
 from pvae.checkpoint import CheckpointError
 from pvae.compare import Comparison, compare_runs
 from pvae.components import (
@@ -93,6 +102,13 @@ __all__ = [
     "compare_runs",
     "Comparison",
     "log_marginal_likelihood",
+    "ais_estimate",
+    "ais_log_marginal_likelihood",
+    "AISEstimate",
+    "bdmc",
+    "BDMCResult",
+    "simulate_data",
+    "SimulatedData",
     "importance_estimate",
     "ImportanceEstimate",
     "log_importance_weights",

@@ -22,6 +22,7 @@ from typing import Any
 from pvae.checkpoint import CheckpointError
 from pvae.config import FIELD_CHOICES, TrainConfig
 from pvae.data import DataNotFoundError
+from pvae.evaluate import METHODS
 from pvae.importance import DEFAULT_CHUNK_SIZE
 from pvae.runs import CONFIG, RunFolderError
 from pvae.train import TrainingDivergedError
@@ -139,17 +140,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="the ELBO and log p(x) of a run on its test set; writes RUN/evaluation.json",
                         description="Measure a trained run on a fixed evaluation set: the ELBO and its terms per "
-                                    "latent, and with --num-samples log p(x) by importance sampling, in nats per image "
+                                    "latent, and with --num-samples log p(x) by importance sampling (or by AIS, --method ais), in nats per image "
                                     "(higher is better). Writes RUN/evaluation.json, and RUN/per_image.csv with "
                                     "log p(x).")
     ev.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
     ev.add_argument("--split", choices=("test", "val"), default="test",
                     help="the images to evaluate on: the test set, or the run's validation split (default: test)")
+    ev.add_argument("--num-images", type=int, metavar="N",
+                    help="evaluate the split's first N images only (when not given, all of them)")
     ev.add_argument("--elbo-samples", type=int, default=1, metavar="N",
                     help="draws of the latents per image for the ELBO's Monte Carlo terms (default: 1)")
     ev.add_argument("--num-samples", type=int, metavar="K",
                     help="also estimate log p(x) by importance sampling with K draws per image, e.g. 5000, and "
                          "write RUN/per_image.csv (when not given, no log p(x))")
+    ev.add_argument("--method", choices=METHODS, default="is",
+                    help="how log p(x) is estimated: is (importance sampling with --num-samples K), ais (annealed "
+                         "importance sampling with HMC from the guide, Wu et al. 2017, with --steps T) or bdmc "
+                         "(forward and reverse AIS on images simulated from the model: a lower and an upper bound "
+                         "on their log p(x), Grosse et al. 2015; writes RUN/bdmc.csv) (default: is)")
+    ev.add_argument("--steps", type=int, metavar="T", dest="num_steps",
+                    help="annealing steps of --method ais or bdmc, e.g. 500 (a sigmoid schedule)")
+    ev.add_argument("--leapfrog", type=int, default=10, metavar="L", dest="num_leapfrog",
+                    help="leapfrog steps per HMC transition of ais and bdmc (default: 10)")
+    ev.add_argument("--chains", type=int, default=1, metavar="C", dest="num_chains",
+                    help="independent AIS chains per image, combined by log-mean-exp (default: 1)")
+    ev.add_argument("--bdmc-images", type=int, default=100, metavar="M",
+                    help="images bdmc simulates from the model (default: 100)")
     ev.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
                     help="most (sample, image) pairs per pass of the log p(x) estimator; memory grows with it "
                          f"(default: {DEFAULT_CHUNK_SIZE}, tens of MB for 784 pixels; on a GPU try 65536)")
@@ -210,13 +226,17 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     result = evaluate_run(
-        args.run, split=args.split, elbo_samples=args.elbo_samples, num_samples=args.num_samples,
+        args.run, split=args.split, num_images=args.num_images, elbo_samples=args.elbo_samples, num_samples=args.num_samples, method=args.method,
+        num_steps=args.num_steps, num_leapfrog=args.num_leapfrog, num_chains=args.num_chains,
+        bdmc_images=args.bdmc_images,
         data_dir=args.data_dir, device=args.device, chunk_size=args.chunk_size, seed=args.seed,
         progress=False if args.no_progress else None,
     )
     print(format_table(result))
     print(f"written: {args.run}/evaluation.json")
-    if args.num_samples is not None:
+    if args.method == "bdmc":
+        print(f"written: {args.run}/bdmc.csv (lower and upper bound of each simulated image's log p(x))")
+    elif args.num_samples is not None or args.method == "ais":
         print(f"written: {args.run}/per_image.csv (elbo, log_px and their gap, image by image)")
 
 

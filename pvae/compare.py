@@ -99,6 +99,17 @@ def _images(evaluation: dict[str, Any]) -> str | None:
 
 
 # What an evaluation was of; runs that differ in one are flagged.
+def _estimator(evaluation: dict[str, Any]) -> str | None:
+    """How the evaluation's log p(x) was estimated: importance sampling (its K is checked apart) or AIS
+    with its settings."""
+    if "log_px" not in evaluation:
+        return None
+    if evaluation.get("method") == "ais":
+        return (f"AIS T={evaluation.get('ais_num_steps')} L={evaluation.get('ais_num_leapfrog')} "
+                f"C={evaluation.get('ais_num_chains')}")
+    return "importance sampling"
+
+
 _EVALUATION_CONDITIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], object]], ...] = (
     ("dataset", "datasets", lambda ev: ev.get("dataset")),
     ("split", "splits", lambda ev: ev.get("split")),
@@ -107,6 +118,7 @@ _EVALUATION_CONDITIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], object]
     ("conditioned_on_label", "targets (log p(x | y) for a model given the labels, log p(x) otherwise)",
      lambda ev: None if "conditioned_on_label" not in ev else
      "log p(x | y)" if ev["conditioned_on_label"] else "log p(x)"),
+    ("estimator", "estimators of log p(x)", _estimator),
 )
 
 
@@ -370,17 +382,18 @@ def _tabulate(runs: Sequence[_Run], duplicates: Sequence[str]) -> Comparison:
                 f"evaluated on different {what} ({_listing([names[i] for i in have], values)}): "
                 f"their evaluation numbers are not like for like", cells(have, _EVALUATION_COLUMNS)))
     with_log_px = [i for i in evaluated if numbers[i]["log_px"] is not None]
-    ks = [numbers[i]["num_samples"] for i in with_log_px]
+    by_is = [i for i in with_log_px if runs[i].evaluation.get("method") != "ais"]  # type: ignore[union-attr]
+    ks = [numbers[i]["num_samples"] for i in by_is]
     if len(set(ks)) > 1:
         flags.append(Flag(
-            f"log p(x) estimated with different K ({_listing([names[i] for i in with_log_px], ks)}): a larger K "
+            f"log p(x) estimated with different K ({_listing([names[i] for i in by_is], ks)}): a larger K "
             f"gives a higher, tighter estimate; evaluate each with the same --num-samples",
-            cells(with_log_px, _LOG_PX_COLUMNS)))
+            cells(by_is, _LOG_PX_COLUMNS)))
     without = [i for i in evaluated if i not in with_log_px]
     if with_log_px and without:
         flags.append(Flag(
             f"log p(x) is estimated for {', '.join(names[i] for i in with_log_px)} only; for the others run "
-            f"pvae evaluate RUN --num-samples {ks[0]}", gaps(without, "log_px")))
+            f"pvae evaluate RUN --num-samples {ks[0] if ks else 5000}", gaps(without, "log_px")))
     # The validation images: the last val_size training images, binarized once unless binarization is none.
     grey = ["binarized" if r.settings.get("binarization") != "none" else
             "dequantized" if r.settings.get("dequantize") else "grey levels" for r in runs]

@@ -61,9 +61,15 @@ __all__ = [
     "format_table",
     "PER_IMAGE",
     "PER_IMAGE_FIELDS",
+    "METHODS",
+    "BDMC_CSV",
 ]
 
 PER_IMAGE_FIELDS = ("index", "label", "elbo", "log_px", "kl_gap", "ess", "pareto_k")
+#: How ``evaluate_run`` estimates log p(x): importance sampling, AIS, or the BDMC sandwich.
+METHODS = ("is", "ais", "bdmc")
+#: BDMC's per-image bounds on the simulated images.
+BDMC_CSV = "bdmc.csv"
 
 
 @dataclass(frozen=True)
@@ -180,8 +186,14 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     split: str = "test",
+    num_images: int | None = None,
     elbo_samples: int = 1,
     num_samples: int | None = None,
+    method: str = "is",
+    num_steps: int | None = None,
+    num_leapfrog: int = 10,
+    num_chains: int = 1,
+    bdmc_images: int = 100,
     data_dir: str | None = None,
     device: str = "auto",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -192,12 +204,22 @@ def evaluate_run(
 
     :param split: ``test`` or ``val``; images are binarized once with a fixed seed (unless the run
         used ``binarization none``), so every run is measured on the same images.
+    :param num_images: evaluate the split's first this many images (when not given, all of them).
     :param elbo_samples: draws of the latents per image for the reconstruction term (and each KL
         term without a closed form); ``pvae evaluate --elbo-samples``.
     :param num_samples: K (``pvae evaluate --num-samples``); when given, also estimate log p(x) of every image by importance
         sampling with K draws of the guide (:func:`pvae.importance.importance_estimate`) and write
         ``<run_dir>/per_image.csv`` (index, label, elbo, log_px, kl_gap, ess, pareto_k per image).
         Not given: no log p(x) (it costs K times the ELBO).
+    :param method: how log p(x) is estimated: ``is`` (importance sampling with K = ``num_samples``),
+        ``ais`` (annealed importance sampling with HMC from the guide, :func:`pvae.ais.ais_estimate`,
+        on the split's images; per-image rows in ``per_image.csv``), or ``bdmc`` (forward and reverse
+        AIS on ``bdmc_images`` images simulated from the model, :func:`pvae.ais.bdmc`: a lower and an
+        upper bound on their log p(x); per-image rows in ``bdmc.csv``).
+    :param num_steps: T, the annealing steps of ``ais`` and ``bdmc`` (e.g. 500).
+    :param num_leapfrog: L, leapfrog steps per HMC transition.
+    :param num_chains: C, chains per image, combined by log-mean-exp.
+    :param bdmc_images: how many images ``bdmc`` simulates.
     :param data_dir: where the data is, when not where the run found it.
     :param chunk_size: most (particle, image) pairs per pass of the estimator; bounds its memory.
     :param seed: seeds the draws of z, so that evaluating a run twice gives the same numbers (on
@@ -216,6 +238,7 @@ def evaluate_run(
     """
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    _check_method(method, num_samples, num_steps, num_leapfrog, num_chains, bdmc_images)
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     # Seeded: the same run evaluated twice gives the same numbers. The model's rebuild and the draws
@@ -228,6 +251,10 @@ def evaluate_run(
         labels = data.test_labels if split == "test" else data.val_labels
         if len(x) == 0:
             raise ValueError(f"the {split} split of this run is empty (val_size=0); evaluate on --split test")
+        if num_images is not None:
+            if not 1 <= num_images <= len(x):
+                raise ValueError(f"--num-images must be in [1, {len(x)}] for the {split} split, got {num_images}")
+            x, labels = x[:num_images], labels[:num_images]
         mode = label_mode(model)
         # A class-conditional model is given each image's label; M2 sums its latent label out.
         args = (labels,) if mode == "observed" else ()
@@ -266,18 +293,49 @@ def evaluate_run(
             result["discrete_latents"] = "summed exactly (enumerated)"
             predicted = classify(model, x, site)
             result["classification_error"] = (predicted != labels).double().mean().item()
-        if num_samples is not None:
+        show = sys.stderr.isatty() if progress is None else progress
+        if method == "ais":
+            assert num_steps is not None
+            result.update(_ais_evaluation(model, x, labels, args, terms.elbo, run_dir / PER_IMAGE, num_steps=num_steps,
+                                          num_leapfrog=num_leapfrog, num_chains=num_chains, chunk_size=chunk_size,
+                                          progress=show))
+        elif method == "bdmc":
+            assert num_steps is not None
+            result.update(_bdmc_evaluation(model, x, labels, mode, run_dir / BDMC_CSV, num_images=bdmc_images,
+                                           num_steps=num_steps, num_leapfrog=num_leapfrog, num_chains=num_chains,
+                                           chunk_size=chunk_size, progress=show))
+        elif num_samples is not None:
             # With a discrete latent summed out, the importance sampler's own bound from the same draws
             # is tighter than the ELBO (it sums y exactly): the gap to the ELBO is taken from elbo_terms.
             probe = trace_pair(model.model, model.guide, x[:2], *(a[:2] for a in args), enumerate_discrete=False).model
             discrete = any(is_discrete(probe.nodes[n]) for n in latent_sites(probe))
-            show = sys.stderr.isatty() if progress is None else progress
             result.update(_log_px_evaluation(model, x, labels, args, num_samples, chunk_size,
                                              run_dir / PER_IMAGE, elbo=terms.elbo if discrete else None,
                                              progress=show))
         result.update(_bits_per_dim(model, x, args, result, dequantized=config.dequantize))
+        result["method"] = method if method != "is" or num_samples is not None else None
     atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=2))
     return result
+
+
+def _check_method(method: str, num_samples: int | None, num_steps: int | None, num_leapfrog: int, num_chains: int,
+                  bdmc_images: int) -> None:
+    """Refuse settings that do not fit the method, in one line each, before anything is loaded."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(METHODS)}")
+    if method == "is":
+        if num_steps is not None:
+            raise ValueError("--steps sets the annealing of --method ais or bdmc; importance sampling takes --num-samples K")
+        return
+    if num_samples is not None:
+        raise ValueError(f"--num-samples K is importance sampling's; --method {method} takes --steps T "
+                         "(with --leapfrog L and --chains C)")
+    if num_steps is None or num_steps < 1:
+        given = "none" if num_steps is None else num_steps
+        raise ValueError(f"--method {method} needs --steps T >= 1 annealing steps, e.g. --steps 500; got {given}")
+    for name, value in (("--leapfrog", num_leapfrog), ("--chains", num_chains), ("--bdmc-images", bdmc_images)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def _log_px_evaluation(
@@ -326,6 +384,67 @@ def _log_px_evaluation(
         "active_units_by_site": by_site,
         "log_px_seconds": seconds,
     }
+
+
+def _per_image_csv(path: Path, columns: dict[str, list[Any]]) -> None:
+    """Write equal-length columns as CSV, floats with six decimals."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in zip(*columns.values()):
+        writer.writerow([f"{v:.6f}" if isinstance(v, float) else v for v in row])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _ais_evaluation(
+    model: GraphicalModel, x: Tensor, labels: Tensor, args: tuple[Tensor, ...], elbo: Tensor, csv_path: Path, *,
+    num_steps: int, num_leapfrog: int, num_chains: int, chunk_size: int, progress: bool,
+) -> dict[str, Any]:
+    """log p(x) of every image by AIS from the guide, its gap to the ELBO, and the per-image table."""
+    from tqdm.auto import tqdm
+
+    from pvae.ais import ais_estimate
+
+    bar = tqdm(total=len(x), desc=f"log p(x), AIS T={num_steps}", unit="image", disable=not progress, leave=False)
+    with bar:
+        est = ais_estimate(model.model, model.guide, x, *args, num_steps=num_steps, num_leapfrog=num_leapfrog,
+                           num_chains=num_chains, chunk_size=chunk_size, progress=bar.update)
+    gap, n = est.log_px - elbo.to(est.log_px), len(x)
+    _per_image_csv(csv_path, {"index": list(range(n)), "label": labels.tolist(), "elbo": elbo.tolist(),
+                              "log_px": est.log_px.tolist(), "kl_gap": gap.tolist(),
+                              "acceptance_rate": est.acceptance_rate.tolist(), "step_size": est.step_size.tolist()})
+    by_site = active_units_by_site(model, x, *args) if n > 1 else {}
+    return {
+        **est.summary(),
+        "kl_gap": gap.mean().item(),
+        "kl_gap_stderr": (gap.std() / math.sqrt(n)).item() if n > 1 else 0.0,
+        "active_units": sum(by_site.values()) if by_site else None,
+        "active_units_by_site": by_site,
+    }
+
+
+def _bdmc_evaluation(
+    model: GraphicalModel, x: Tensor, labels: Tensor, mode: str, csv_path: Path, *, num_images: int,
+    num_steps: int, num_leapfrog: int, num_chains: int, chunk_size: int, progress: bool,
+) -> dict[str, Any]:
+    """Forward and reverse AIS on images simulated from the model: the sandwich of their log p(x).
+    A class-conditional model simulates images of the split's first labels."""
+    from tqdm.auto import tqdm
+
+    from pvae.ais import bdmc, simulate_data
+
+    if mode == "observed" and num_images > len(labels):
+        raise ValueError(f"--bdmc-images {num_images} needs as many labels to condition on; the split has "
+                         f"{len(labels)}")
+    args = (labels[:num_images],) if mode == "observed" else ()
+    data = simulate_data(model.model, x.new_zeros((num_images, x.shape[1])), *args)
+    bar = tqdm(total=2 * num_images, desc=f"BDMC, T={num_steps}", unit="image", disable=not progress, leave=False)
+    with bar:
+        result = bdmc(model.model, model.guide, data, *args, num_steps=num_steps, num_leapfrog=num_leapfrog,
+                      num_chains=num_chains, chunk_size=chunk_size, progress=bar.update)
+    _per_image_csv(csv_path, {"index": list(range(num_images)), "lower": result.lower.tolist(),
+                              "upper": result.upper.tolist(), "gap": result.gap.tolist()})
+    return result.summary()
 
 
 def bits_per_dim(nats: float, num_dims: int, *, dequantized: bool = False) -> float:
@@ -395,7 +514,24 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append((f"  KL term of {name} ({how})", f"{kl:.3f}"))
     if "classification_error" in result:
         rows.append(("classification error of q(y|x)", f"{100 * result['classification_error']:.2f}%"))
-    if "log_px" in result:
+    if result.get("method") == "ais":
+        acc = result["ais_acceptance_rate_mean"]
+        rows += [
+            (f"log p(x{given}), AIS, T={result['ais_num_steps']}, L={result['ais_num_leapfrog']}, "
+             f"C={result['ais_num_chains']}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f}"),
+            ("  KL(q(z|x) || p(z|x)) = log p(x) - ELBO", f"{result['kl_gap']:.3f} ± {result['kl_gap_stderr']:.3f}"),
+            ("  HMC acceptance rate (mean)", "n/a (T = 1)" if acc is None else f"{acc:.2f}"),
+            ("seconds for log p(x)", f"{result['log_px_seconds']:.1f}"),
+        ]
+    elif result.get("method") == "bdmc":
+        rows += [
+            (f"BDMC on {result['bdmc_num_images']} simulated images, T={result['ais_num_steps']}", ""),
+            ("  lower bound (forward AIS)", f"{result['bdmc_lower']:.3f} ± {result['bdmc_lower_stderr']:.3f}"),
+            ("  upper bound (reverse AIS)", f"{result['bdmc_upper']:.3f} ± {result['bdmc_upper_stderr']:.3f}"),
+            ("  gap = upper - lower", f"{result['bdmc_gap']:.3f} ± {result['bdmc_gap_stderr']:.3f}"),
+            ("seconds (forward + reverse)", f"{result['bdmc_forward_seconds'] + result['bdmc_reverse_seconds']:.1f}"),
+        ]
+    elif "log_px" in result:
         k = result["num_samples"]
         rows += [
             (f"log p(x{given}), importance sampling, K={k}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f}"),

@@ -78,3 +78,20 @@ def test_m2_supervised_baseline_bench_runs(fake_mnist_root: Path, tmp_path: Path
     out = _run("m2_supervised_baseline.py", "--labels", "100", "--label-seeds", "0", "--steps", "5", "--val-size", "100",
                "--data-dir", str(fake_mnist_root), cwd=tmp_path)
     assert re.search(r"100 labels, label seed 0: supervised-only test error \d+\.\d+%", out), out
+
+
+def test_ais_speed_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/ais_speed.py trains a tiny model, times pvae's AIS beside a hand-written one on the same
+    draws and schedule, and prints their ratio."""
+    out = _run("ais_speed.py", "--smoke", "--data-dir", str(fake_mnist_root), "--train-out", str(tmp_path / "r"),
+               cwd=tmp_path)
+    assert RATIO.search(out), out
+
+
+def test_ais_vs_is_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/ais_vs_is.py puts IS and AIS side by side on a run's test images and prints BDMC's sandwich."""
+    run = tmp_path / "run"
+    train(TrainConfig(data_dir=str(fake_mnist_root), val_size=100, z_dim=2, hidden=(16,), batch_size=50, epochs=1,
+                      device="cpu", out=str(run)), progress=False)
+    out = _run("ais_vs_is.py", "--smoke", "--run", str(run), "--data-dir", str(fake_mnist_root), cwd=tmp_path)
+    assert "AIS" in out and "IS" in out and "BDMC" in out, out

@@ -164,6 +164,18 @@ def test_different_k_is_flagged(runs: list[Path], tmp_path: Path) -> None:
         assert line.count("[1]") >= 2, f"log p(x) and K unmarked: {line}"
 
 
+def test_ais_beside_importance_sampling_is_flagged(runs: list[Path], tmp_path: Path) -> None:
+    """A run whose log p(x) is by AIS, beside runs by importance sampling: one flag naming both
+    estimators (not a K mismatch), and the AIS run's log p(x) is its own."""
+    b = copy_run(runs[1], tmp_path / "b")
+    evaluate_run(b, method="ais", num_steps=3, num_leapfrog=2, device="cpu", progress=False)
+    comparison = compare_runs([runs[0], b, runs[2]])
+    assert len(comparison.flags) == 1, comparison.warnings
+    message = comparison.flags[0].message
+    assert "estimators of log p(x)" in message and "AIS T=3 L=2 C=1" in message and "importance sampling" in message
+    assert comparison.rows[1]["log_px"] == evaluation(b)["log_px"]
+
+
 def test_different_split_is_flagged(runs: list[Path], tmp_path: Path) -> None:
     """A run evaluated on the validation split beside test-split runs: flagged, and the split shown."""
     c = copy_run(runs[2], tmp_path / "c")

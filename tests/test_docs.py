@@ -76,7 +76,7 @@ def test_api_reference_has_signatures_and_fields(site: tuple[subprocess.Complete
     page = _page(site, "api/evaluation.html")
     signature = re.search(r'<dt class="sig sig-object py" id="pvae\.evaluate\.evaluate_run">(.*?)</dt>', page, re.S)
     assert signature, "api/evaluation.html documents no pvae.evaluate.evaluate_run"
-    assert "evaluate_run(run_dir, *, split='test', elbo_samples=1, num_samples=None" in _text(signature.group(1))
+    assert "evaluate_run(run_dir, *, split='test', num_images=None, elbo_samples=1, num_samples=None, method='is'" in _text(signature.group(1))
     following = page.find('<dt class="sig sig-object py"', signature.end())
     body = _text(page[signature.end():following if following > 0 else None])
     assert "Parameters:" in body and "num_samples (int | None)" in body and "Returns:" in body, body[:400]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import math
@@ -97,3 +98,63 @@ def test_binary_runs_report_bits_per_dim_without_offset(fake_mnist_root: Path, t
     saved = evaluate_run(grey, device="cpu", progress=False)
     assert "neg_elbo_bits_per_dim" not in saved and "nll_bits_per_dim" not in saved, saved
     assert json.loads((grey / "evaluation.json").read_text())["dequantized"] is False
+
+
+@pytest.fixture(scope="module")
+def small_run(fake_mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default-shaped VAE trained for two epochs on the fake MNIST."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train_module.train(_config(fake_mnist_root, out), progress=False)
+    return out
+
+
+def test_ais_evaluation_writes_its_estimate_and_per_image_rows(small_run: Path) -> None:
+    """--method ais records its settings and the estimate; per_image.csv holds the same numbers image by image,
+    with kl_gap = log_px - elbo, and the ELBO is the same as without AIS (same seed)."""
+    plain = evaluate_run(small_run, num_images=40, device="cpu", progress=False)
+    result = evaluate_run(small_run, num_images=40, method="ais", num_steps=8, num_leapfrog=3, num_chains=2,
+                          device="cpu", progress=False)
+    assert result["method"] == "ais" and result["num_images"] == 40
+    assert (result["ais_num_steps"], result["ais_num_leapfrog"], result["ais_num_chains"]) == (8, 3, 2)
+    assert result["elbo"] == plain["elbo"], "the ELBO must not depend on the log p(x) method"
+    rows = list(csv.DictReader((small_run / "per_image.csv").read_text().splitlines()))
+    assert len(rows) == 40
+    log_px = torch.tensor([float(r["log_px"]) for r in rows], dtype=torch.float64)
+    elbo = torch.tensor([float(r["elbo"]) for r in rows], dtype=torch.float64)
+    assert result["log_px"] == pytest.approx(log_px.mean().item(), abs=1e-5)  # the CSV rounds to 1e-6
+    torch.testing.assert_close(torch.tensor([float(r["kl_gap"]) for r in rows], dtype=torch.float64), log_px - elbo,
+                               atol=2e-6, rtol=0)
+    assert 0 <= result["ais_acceptance_rate_mean"] <= 1
+    assert json.loads((small_run / "evaluation.json").read_text())["method"] == "ais"
+
+
+def test_bdmc_evaluation_sandwiches_simulated_images(small_run: Path) -> None:
+    """--method bdmc writes both bounds for the simulated images; bdmc.csv has one row per image whose
+    gap is upper - lower, and the means match evaluation.json."""
+    result = evaluate_run(small_run, num_images=10, method="bdmc", num_steps=20, num_leapfrog=3, bdmc_images=12,
+                          device="cpu", progress=False)
+    assert result["method"] == "bdmc" and result["bdmc_num_images"] == 12
+    rows = list(csv.DictReader((small_run / "bdmc.csv").read_text().splitlines()))
+    assert len(rows) == 12
+    for r in rows:
+        assert float(r["gap"]) == pytest.approx(float(r["upper"]) - float(r["lower"]), abs=3e-6)
+    assert result["bdmc_lower"] == pytest.approx(sum(float(r["lower"]) for r in rows) / 12, abs=1e-5)
+    assert result["bdmc_gap"] > -3 * result["bdmc_gap_stderr"], "the sandwich is upside down beyond noise"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(method="ais"), "needs --steps T"),
+    (dict(method="ais", num_steps=5, num_samples=10), "importance sampling's"),
+    (dict(method="is", num_steps=5), "--steps sets the annealing"),
+    (dict(method="mcmc"), "unknown method"),
+    (dict(method="bdmc", num_steps=5, num_chains=0), "--chains must be >= 1"),
+    (dict(num_images=0), "--num-images must be in"),
+])
+def test_bad_method_settings_are_one_line(small_run: Path, kwargs: dict[str, object], message: str) -> None:
+    """Settings that do not fit the method are refused in one line, and evaluation.json is left as it was."""
+    before = (small_run / "evaluation.json").read_bytes() if (small_run / "evaluation.json").exists() else None
+    with pytest.raises(ValueError, match=message) as err:
+        evaluate_run(small_run, device="cpu", progress=False, **kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(err.value)
+    after = (small_run / "evaluation.json").read_bytes() if (small_run / "evaluation.json").exists() else None
+    assert after == before
