@@ -504,7 +504,6 @@ def _ais(
     n = x.shape[0]
     chains_per_chunk = math.ceil(num_chains / math.ceil(num_chains / chunk_size))  # equal chunks of chains
     images_per_chunk = max(1, min(n, chunk_size // chains_per_chunk))
-    ndim = max_plate_nesting + 1
     log_weights = torch.empty(num_chains, n, dtype=torch.float64, device=x.device)
     acceptance = torch.zeros(n, dtype=torch.float64, device=x.device)
     final_step = torch.zeros(n, dtype=torch.float64, device=x.device)

@@ -12,7 +12,6 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from scipy import stats
 from torch import Tensor
 from torch.distributions import kl_divergence
 from torch.testing import assert_close
@@ -28,50 +27,20 @@ from pvae.ais import (
     simulate_data,
 )
 from pvae.importance import importance_estimate, log_importance_weights
+
+import linear_gaussian
+from linear_gaussian import F64
 from pvae.models import VAE, SemiSupervisedVAE, TwoLayerVAE
 from pvae.quadrature import posterior_on_grid
 
-F64 = torch.float64
 
 
-class LinearGaussian:
-    """p(z) = N(0, I_m), p(x|z) = N(W z + b, s^2 I_d): log p(x) = log N(x; b, W W^T + s^2 I) exactly,
-    and the posterior p(z|x) = N(S W^T (x - b) / s^2, S) with S = (I + W^T W / s^2)^-1."""
-
-    def __init__(self, x_dim: int = 5, z_dim: int = 2, noise: float = 0.7, seed: int = 0) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        self.W = torch.randn(x_dim, z_dim, generator=gen, dtype=F64)
-        self.b = torch.randn(x_dim, generator=gen, dtype=F64)
-        self.s, self.x_dim, self.z_dim = noise, x_dim, z_dim
-        self.post_cov = torch.linalg.inv(torch.eye(z_dim, dtype=F64) + self.W.T @ self.W / noise**2)
-
-    def sample_x(self, n: int, seed: int = 1) -> Tensor:
-        gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, self.z_dim, generator=gen, dtype=F64)
-        return z @ self.W.T + self.b + self.s * torch.randn(n, self.x_dim, generator=gen, dtype=F64)
-
-    def log_px(self, x: Tensor) -> Tensor:
-        cov = self.W @ self.W.T + self.s**2 * torch.eye(self.x_dim, dtype=F64)
-        logpdf = stats.multivariate_normal(self.b.numpy(), cov.numpy()).logpdf(x.numpy())
-        return torch.as_tensor(logpdf, dtype=F64).reshape(-1)
-
-    def posterior(self, x: Tensor) -> dist.MultivariateNormal:
-        loc = (x - self.b) @ self.W @ self.post_cov / self.s**2
-        return dist.MultivariateNormal(loc, covariance_matrix=self.post_cov)
+class LinearGaussian(linear_gaussian.LinearGaussian):
+    """The closed-form model with a deliberately poor proposal beside the exact one."""
 
     def poor_q(self, x: Tensor) -> dist.MultivariateNormal:
         """The posterior shifted by 0.8 and with its Cholesky factor widened 1.8 times: a few nats of KL."""
-        post = self.posterior(x)
-        return dist.MultivariateNormal(post.loc + 0.8, scale_tril=1.8 * post.scale_tril)
-
-    def model(self, x: Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(self.z_dim, dtype=F64), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.s).to_event(1), obs=x)
-
-    def exact_guide(self, x: Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", self.posterior(x))
+        return self.shifted_posterior(x, 0.8, 1.8)
 
     def poor_guide(self, x: Tensor) -> None:
         with pyro.plate("data", x.shape[0]):
