@@ -43,6 +43,7 @@ __all__ = [
     "Beta",
     "DiscretizedLogistic",
     "DiscretizedLogisticDistribution",
+    "GreyLevels",
 ]
 
 _GREY_LEVEL_CHOICES = "continuous-bernoulli, discretized-logistic, gaussian or laplace"
@@ -295,6 +296,26 @@ class Beta:
         return "Beta()"
 
 
+class GreyLevels(constraints.Constraint):
+    """The grid k / (num_levels - 1), k = 0, ..., num_levels - 1: a discrete support inside [0, 1].
+
+    Discrete (``is_discrete``), so that consumers reading a site's support know its log-probabilities
+    are probabilities of the levels, e.g. to report bits per dimension.
+    """
+
+    is_discrete = True
+    event_dim = 0
+
+    def __init__(self, num_levels: int) -> None:
+        self.num_levels = num_levels
+        super().__init__()
+
+    def check(self, value: Tensor) -> Tensor:
+        k = value * (self.num_levels - 1)
+        # x = k / 255 in float32 is k up to rounding: a level is within 1e-3 of an integer k
+        return (value >= 0) & (value <= 1) & ((k - k.round()).abs() < 1e-3)
+
+
 class DiscretizedLogisticDistribution(dist.TorchDistribution):
     """A logistic density integrated over the bins of ``num_levels`` grey levels k / (num_levels - 1).
 
@@ -308,13 +329,17 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.unit_interval
     has_rsample = False
 
     def __init__(self, loc: Tensor, scale: Tensor, num_levels: int = 256, validate_args: bool | None = None) -> None:
         self.loc, self.scale = broadcast_all(loc, scale)
         self.num_levels = num_levels
         super().__init__(self.loc.shape, validate_args=validate_args)
+
+    @property
+    def support(self) -> GreyLevels:  # type: ignore[override]
+        """The ``num_levels`` grey levels (:class:`GreyLevels`)."""
+        return GreyLevels(self.num_levels)
 
     def expand(self, batch_shape: torch.Size, _instance: DiscretizedLogisticDistribution | None = None) -> DiscretizedLogisticDistribution:  # type: ignore[override]
         new = self._get_checked_instance(DiscretizedLogisticDistribution, _instance)

@@ -86,12 +86,17 @@ def test_beta_without_dequantization_names_the_fix(fake_mnist_root: Path, tmp_pa
 
 
 def test_binary_runs_report_bits_per_dim_without_offset(fake_mnist_root: Path, tmp_path: Path) -> None:
-    """A Bernoulli run's bits per dimension is its nll over D ln 2; a density of grey levels that were
-    not dequantized gets none (it is no likelihood of the 8-bit data)."""
+    """A Bernoulli run's bits per dimension is its nll over D ln 2, as is a discretized logistic's; a
+    density of grey levels that were not dequantized gets none (it is no likelihood of the 8-bit data)."""
     out = tmp_path / "bern"
     train_module.train(_config(fake_mnist_root, out, epochs=1), progress=False)
     evaluation = evaluate_run(out, num_samples=5, device="cpu", progress=False)
     assert evaluation["nll_bits_per_dim"] == pytest.approx(-evaluation["log_px"] / (784 * math.log(2)), rel=1e-12)
+    levels = tmp_path / "levels"  # a discretized likelihood gives probabilities of the 8-bit levels
+    train_module.train(_config(fake_mnist_root, levels, epochs=1, binarization="none",
+                               likelihood="discretized-logistic"), progress=False)
+    logistic = evaluate_run(levels, num_samples=5, device="cpu", progress=False)
+    assert logistic["nll_bits_per_dim"] == pytest.approx(-logistic["log_px"] / (784 * math.log(2)), rel=1e-12)
     grey = tmp_path / "grey"
     train_module.train(_config(fake_mnist_root, grey, epochs=1, binarization="none", likelihood="gaussian"),
                        progress=False)
