@@ -174,19 +174,22 @@ def train(
     # The checks run the programs, which draws latents: forked, so that the training's random
     # stream is the one it would be without them (and the default VAE's numbers stay as they were).
     with forked_rng(device):
-        check_model_traces(vae, x_static[:2], *probe_args)
+        # dequantized data is drawn afresh each epoch: the checks see one fixed draw of it
+        x_probe = fixed_eval_set(x_grey, "none", dequantized=True) if config.dequantize else x_static
+        check_model_traces(vae, x_probe[:2], *probe_args)
         if len(x_val):
             check_data_support(vae, x_val, *labels_of(data.val_labels))
         else:
             # no validation split (val_size=0): the first training images, as the model will see them
             check_data_support(vae, fixed_eval_set(x_grey[:1000], config.binarization, config.dequantize),
                                *labels_of(data.train_labels[:1000]))
-        if config.binarization != "dynamic" and not config.dequantize:  # the very images it will train on
-            check_data_support(vae, x_static, *labels_of(data.train_labels))
+        if config.binarization != "dynamic":  # the very images it will train on (or one draw of them)
+            check_data_support(vae, x_probe, *labels_of(data.train_labels))
         if labelled is not None:  # M2's labelled programs, which the first step would run
-            check_semi_supervised(vae, x_static[labelled[:2]], data.train_labels[labelled[:2]])
-        enumerates = wants_enumeration(vae, x_static[:2], *probe_args)
-        check_objective(config, vae, x_static[:2], *probe_args)
+            check_semi_supervised(vae, x_probe[labelled[:2]], data.train_labels[labelled[:2]])
+        enumerates = wants_enumeration(vae, x_probe[:2], *probe_args)
+        check_objective(config, vae, x_probe[:2], *probe_args)
+        del x_probe  # a whole training set's worth when dequantized: not kept through training
     val_args = labels_of(data.val_labels)
 
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)  # type: ignore[attr-defined]
