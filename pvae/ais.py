@@ -64,7 +64,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform, Transform, identity_transform
 
 from pvae.devices import forked_rng
-from pvae.importance import DEFAULT_CHUNK_SIZE, _chunk_args, _raise_malloc_thresholds
+from pvae.importance import DEFAULT_CHUNK_SIZE, PerImageLogPx, _chunk_args, _raise_malloc_thresholds
 from pvae.protocol import DATA_PLATE
 from pvae.traces import (
     PARTICLES,
@@ -135,7 +135,7 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", *, sharpness: floa
 
 
 @dataclass(frozen=True)
-class AISEstimate:
+class AISEstimate(PerImageLogPx):
     """Per-image results of AIS, each ``(N,)`` float64 unless said otherwise.
 
     :ivar log_px: the estimate of log p(x_i) in nats. Forward: log (1/C) sum_c w_ic, a stochastic
@@ -169,17 +169,6 @@ class AISEstimate:
     initial_step_size: float
     target_acceptance: float | None
     seconds: float
-
-    @property
-    def log_px_mean(self) -> float:
-        """The mean of log_px over images."""
-        return self.log_px.mean().item()
-
-    @property
-    def log_px_stderr(self) -> float:
-        """Standard error of :attr:`log_px_mean` over images (std / sqrt(N); 0 for a single image)."""
-        n = self.log_px.numel()
-        return (self.log_px.std() / math.sqrt(n)).item() if n > 1 else 0.0
 
     @property
     def ess(self) -> Tensor:

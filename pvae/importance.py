@@ -36,6 +36,7 @@ from pvae.traces import enumerated_sites, flatten_enum, sample_sites, site_log_p
 
 __all__ = [
     "ImportanceEstimate",
+    "PerImageLogPx",
     "LogWeights",
     "log_importance_weights",
     "importance_estimate",
@@ -125,8 +126,26 @@ def log_importance_weights(
     return LogWeights(log_w.expand(num_particles, x.shape[0]), next(iter(scales.values())), model_trace, guide_trace)
 
 
+class PerImageLogPx:
+    """The mean over images of a per-image estimate ``log_px`` ``(N,)`` and its standard error, for
+    the results of importance sampling and of AIS alike."""
+
+    log_px: Tensor
+
+    @property
+    def log_px_mean(self) -> float:
+        """The mean of log_px over images."""
+        return self.log_px.mean().item()
+
+    @property
+    def log_px_stderr(self) -> float:
+        """Standard error of :attr:`log_px_mean` over images (std / sqrt(N); 0 for a single image)."""
+        n = self.log_px.numel()
+        return (self.log_px.std() / math.sqrt(n)).item() if n > 1 else 0.0
+
+
 @dataclass(frozen=True)
-class ImportanceEstimate:
+class ImportanceEstimate(PerImageLogPx):
     """Per-image results of importance sampling, each ``(N,)`` float64 in nats unless said otherwise.
 
     :ivar log_px: log (1/K) sum_k w_ik, the estimate of log p(x_i) (higher is better).
@@ -147,17 +166,6 @@ class ImportanceEstimate:
     def kl_gap(self) -> Tensor:
         """log_px - elbo, ``(N,)``: an estimate of KL(q(z|x_i) || p(z|x_i)), >= 0 by Jensen on the same draws."""
         return self.log_px - self.elbo
-
-    @property
-    def log_px_mean(self) -> float:
-        """The mean of log_px over images."""
-        return self.log_px.mean().item()
-
-    @property
-    def log_px_stderr(self) -> float:
-        """Standard error of :attr:`log_px_mean` over images (std / sqrt(N); 0 for a single image)."""
-        n = self.log_px.numel()
-        return (self.log_px.std() / math.sqrt(n)).item() if n > 1 else 0.0
 
 
 @torch.no_grad()

@@ -28,14 +28,14 @@ from pvae.ais import (
 )
 from pvae.importance import importance_estimate, log_importance_weights
 
-import linear_gaussian
-from linear_gaussian import F64
+import exact_models
+from exact_models import F64
 from pvae.models import VAE, SemiSupervisedVAE, TwoLayerVAE
 from pvae.quadrature import posterior_on_grid
 
 
 
-class LinearGaussian(linear_gaussian.LinearGaussian):
+class LinearGaussian(exact_models.LinearGaussian):
     """The closed-form model with a deliberately poor proposal beside the exact one."""
 
     def poor_q(self, x: Tensor) -> dist.MultivariateNormal:
@@ -274,39 +274,16 @@ def test_gamma_latent_converges_in_unconstrained_space() -> None:
     assert gap_one > 0.5 and abs(gap) < 0.05 + 3 * se, (gap_one, se_one, gap, se)
 
 
-class TwoDimensionalLatent(torch.nn.Module):
+class TwoDimensionalLatent(exact_models.TwoDimensionalLatent, torch.nn.Module):
     """p(z) = N(0, I_2), eight binary pixels x_j ~ Bernoulli(sigmoid(a_j . tanh(B z + c) + d_j)): a
     non-Gaussian posterior. The guide is a diagonal Gaussian 0.3 posterior standard deviations off
     the posterior's mean and 1.5 times wider (moments from a coarse grid). A model pvae.quadrature
     can integrate (x_dim, model, guide)."""
 
-    x_dim = 8
     num_data = None
 
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.B = 1.5 * torch.randn(4, 2, generator=gen, dtype=F64)
-        self.c = torch.randn(4, generator=gen, dtype=F64)
-        self.A = 2.0 * torch.randn(8, 4, generator=gen, dtype=F64)
-        self.d = torch.randn(8, generator=gen, dtype=F64)
-
-    def logits(self, z: Tensor) -> Tensor:
-        return torch.tanh(z @ self.B.T + self.c) @ self.A.T + self.d
-
-    def model(self, x: Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=F64), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.logits(z)).to_event(1), obs=x)
-
     def guide(self, x: Tensor) -> None:
-        axis = torch.linspace(-8, 8, 101, dtype=F64)
-        z = torch.cartesian_prod(axis, axis)
-        log_joint = (dist.Normal(0.0, 1.0).log_prob(z).sum(-1)[:, None]
-                     + dist.Bernoulli(logits=self.logits(z)[:, None, :]).log_prob(x).sum(-1))
-        post = torch.softmax(log_joint, dim=0)  # (G, N)
-        loc = post.T @ z
-        scale = (post.T @ z**2 - loc**2).sqrt()
+        loc, scale = self.posterior_moments(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc + 0.3 * scale, 1.5 * scale).to_event(1))
 

@@ -22,12 +22,12 @@ from pvae.evaluate import PER_IMAGE, PER_IMAGE_FIELDS, evaluate_run
 from pvae.importance import active_units, importance_estimate, latent_activity, log_marginal_likelihood
 from pvae.models import VAE
 
-import linear_gaussian
-from linear_gaussian import F64
+import exact_models
+from exact_models import F64
 
 
 
-class LinearGaussian(linear_gaussian.LinearGaussian):
+class LinearGaussian(exact_models.LinearGaussian):
     """The closed-form model with a deliberately wrong proposal beside the exact one."""
 
     def wrong_q(self, x: Tensor) -> dist.MultivariateNormal:
@@ -84,47 +84,15 @@ def test_elbo_plus_kl_to_exact_posterior_is_log_px() -> None:
     assert kl.min() > 0.3, f"the wrong guide is too close to the posterior for this test to mean much: KL {kl.min():.3f}"
 
 
-class TwoDimensionalLatent:
-    """p(z) = N(0, I_2), eight binary pixels x_j ~ Bernoulli(sigmoid(a_j . tanh(B z + c) + d_j)): a non-Gaussian
-    posterior, whose evidence a grid over z computes to many digits."""
-
-    def __init__(self, seed: int = 0) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        self.B = 1.5 * torch.randn(4, 2, generator=gen, dtype=F64)
-        self.c = torch.randn(4, generator=gen, dtype=F64)
-        self.A = 2.0 * torch.randn(8, 4, generator=gen, dtype=F64)
-        self.d = torch.randn(8, generator=gen, dtype=F64)
-
-    def logits(self, z: Tensor) -> Tensor:
-        return torch.tanh(z @ self.B.T + self.c) @ self.A.T + self.d
-
-    def model(self, x: Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=F64), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.logits(z)).to_event(1), obs=x)
+class TwoDimensionalLatent(exact_models.TwoDimensionalLatent):
+    """The 2-D latent model with a decent proposal."""
 
     def guide(self, x: Tensor) -> None:
         """A diagonal Gaussian with the posterior's mean and 1.3 times its marginal standard deviations
         (from the grid): a decent proposal, not the posterior, which is not Gaussian."""
-        log_joint, z, _ = self._grid(x, 8.0, 101)
-        post = torch.softmax(log_joint, dim=0)  # (G, N)
-        loc = post.T @ z
-        scale = (post.T @ z**2 - loc**2).sqrt()
+        loc, scale = self.posterior_moments(x)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc, 1.3 * scale).to_event(1))
-
-    def _grid(self, x: Tensor, half_width: float, points: int) -> tuple[Tensor, Tensor, float]:
-        """log p(z_g) p(x|z_g) ``(G, N)`` on a square grid, its points ``(G, 2)`` and its spacing h."""
-        axis = torch.linspace(-half_width, half_width, points, dtype=F64)
-        z = torch.cartesian_prod(axis, axis)
-        log_pz = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
-        log_px_z = dist.Bernoulli(logits=self.logits(z)[:, None, :]).log_prob(x).sum(-1)
-        return log_pz[:, None] + log_px_z, z, (axis[1] - axis[0]).item()
-
-    def log_px_by_quadrature(self, x: Tensor, half_width: float = 8.0, points: int = 801) -> Tensor:
-        """log sum_g p(z_g) p(x|z_g) h^2 on a square grid of spacing h: ``(N,)``."""
-        log_joint, _, h = self._grid(x, half_width, points)
-        return log_joint.logsumexp(0) + 2 * math.log(h)
 
 
 def test_two_dimensional_latent_agrees_with_quadrature() -> None:

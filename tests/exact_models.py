@@ -1,6 +1,8 @@
-"""A model whose log p(x) and posterior are known in closed form, for the estimators' exactness tests."""
+"""Models whose log p(x) is known in closed form or by quadrature, for the estimators' exactness tests."""
 
 from __future__ import annotations
+
+import math
 
 import pyro
 import pyro.distributions as dist
@@ -52,3 +54,46 @@ class LinearGaussian:
         plate = pyro.plate("data", x.shape[0]) if num_data is None else pyro.plate("data", num_data, subsample=torch.arange(x.shape[0]))
         with plate:
             pyro.sample("z", self.posterior(x))
+
+
+class TwoDimensionalLatent:
+    """p(z) = N(0, I_2), eight binary pixels x_j ~ Bernoulli(sigmoid(a_j . tanh(B z + c) + d_j)): a non-Gaussian
+    posterior, whose evidence a grid over z computes to many digits. Subclasses add a guide."""
+
+    x_dim = 8
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()  # cooperative, for a subclass that is also a torch.nn.Module
+        gen = torch.Generator().manual_seed(seed)
+        self.B = 1.5 * torch.randn(4, 2, generator=gen, dtype=F64)
+        self.c = torch.randn(4, generator=gen, dtype=F64)
+        self.A = 2.0 * torch.randn(8, 4, generator=gen, dtype=F64)
+        self.d = torch.randn(8, generator=gen, dtype=F64)
+
+    def logits(self, z: Tensor) -> Tensor:
+        return torch.tanh(z @ self.B.T + self.c) @ self.A.T + self.d
+
+    def model(self, x: Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=F64), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.logits(z)).to_event(1), obs=x)
+
+    def _grid(self, x: Tensor, half_width: float, points: int) -> tuple[Tensor, Tensor, float]:
+        """log p(z_g) p(x|z_g) ``(G, N)`` on a square grid, its points ``(G, 2)`` and its spacing h."""
+        axis = torch.linspace(-half_width, half_width, points, dtype=F64)
+        z = torch.cartesian_prod(axis, axis)
+        log_pz = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_px_z = dist.Bernoulli(logits=self.logits(z)[:, None, :]).log_prob(x).sum(-1)
+        return log_pz[:, None] + log_px_z, z, (axis[1] - axis[0]).item()
+
+    def posterior_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The posterior's mean and marginal standard deviations ``(N, 2)`` each, from a 101 x 101 grid."""
+        log_joint, z, _ = self._grid(x, 8.0, 101)
+        post = torch.softmax(log_joint, dim=0)  # (G, N)
+        loc = post.T @ z
+        return loc, (post.T @ z**2 - loc**2).sqrt()
+
+    def log_px_by_quadrature(self, x: Tensor, half_width: float = 8.0, points: int = 801) -> Tensor:
+        """log sum_g p(z_g) p(x|z_g) h^2 on a square grid of spacing h: ``(N,)``."""
+        log_joint, _, h = self._grid(x, half_width, points)
+        return log_joint.logsumexp(0) + 2 * math.log(h)
