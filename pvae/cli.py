@@ -24,6 +24,7 @@ from pvae.config import FIELD_CHOICES, TrainConfig
 from pvae.data import DataNotFoundError
 from pvae.evaluate import METHODS
 from pvae.importance import DEFAULT_CHUNK_SIZE
+from pvae.recipes import recipe_fields
 from pvae.runs import CONFIG, RunFolderError
 from pvae.train import TrainingDivergedError
 from pvae.version import __version__
@@ -134,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "semi-supervised M2, or a class of your own) by stochastic variational inference, "
                                     "and write a run folder: config.json, metrics.csv and checkpoint.pt.")
     _add_config_flags(tr)
+    tr.add_argument("--recipe", metavar="NAME[:S]",
+                    help="a paper's training recipe, whose settings flags given beside it override: iwae[:S], "
+                         "Burda et al. 2016, the first S of the 8 stages of their schedule (3^i epochs at lr "
+                         "1e-3 * 10^(-i/7)), Adam epsilon 1e-4, batch 20, 400 validation images (default S: 8, "
+                         "3280 epochs)")
     tr.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
@@ -193,8 +199,12 @@ def _train(args: argparse.Namespace) -> None:
     from pvae.train import train
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    if "hidden" in given:
-        given["hidden"] = tuple(given["hidden"])
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}  # nargs "+" gives lists
+    if args.recipe is not None:
+        if args.resume is not None:
+            raise RunFolderError(f"--resume continues the run exactly as configured in {args.resume}/{CONFIG}; "
+                                 "drop --recipe")
+        given = {**recipe_fields(args.recipe), **given}  # flags given beside the recipe win
     if args.resume is not None:
         from pvae.runs import load_config
 

@@ -266,11 +266,13 @@ def _read_metrics(run_dir: Path, given: str | Path) -> tuple[dict[str, float], .
         raise RunFolderError(f"{given} is not a complete pvae run folder: {METRICS} is missing")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [k for k in METRICS_FIELDS if k not in (reader.fieldnames or ())]
+        columns = reader.fieldnames or ()
+        # kl_weight came later: a run from before it is read with the weight empty (NaN)
+        missing = [k for k in METRICS_FIELDS if k not in columns and k != "kl_weight"]
         if missing:
             raise RunFolderError(f"{path} lacks the columns {missing}; expected {', '.join(METRICS_FIELDS)}")
         try:
-            return tuple({k: int(row[k]) if k == "epoch" else _float(row[k]) for k in METRICS_FIELDS}
+            return tuple({k: int(row[k]) if k == "epoch" else _float(row.get(k, "")) for k in METRICS_FIELDS}
                          for row in reader)
         except (TypeError, ValueError) as err:
             raise RunFolderError(f"{path} holds a value that is not a number ({err})") from err

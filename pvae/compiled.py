@@ -29,6 +29,7 @@ from pyro.infer import ELBO, Trace_ELBO
 from torch import Tensor, nn
 
 from pvae.devices import forked_rng
+from pvae.warmup import LatentScale
 
 __all__ = ["TracedELBO", "TracedELBOMismatch"]
 
@@ -43,11 +44,17 @@ class TracedELBOMismatch(RuntimeError):
 class _SurrogateLoss(nn.Module):
     """The loss whose gradient the ELBO follows, as one module call (what ``torch.jit.trace`` records)."""
 
-    def __init__(self, vae: nn.Module, objective: ELBO) -> None:
+    def __init__(self, vae: nn.Module, objective: ELBO, *, scaled: bool = False) -> None:
         super().__init__()
-        self.vae, self.objective = vae, objective
+        self.vae, self.objective, self.scaled = vae, objective, scaled
 
-    def forward(self, x: Tensor, *args: Tensor) -> Tensor:
+    def forward(self, *inputs: Tensor) -> Tensor:
+        if self.scaled:  # the weight of the latent sites comes first (KL warm-up, beta; pvae.warmup)
+            with LatentScale(inputs[0]):
+                return self._loss(*inputs[1:])
+        return self._loss(*inputs)
+
+    def _loss(self, x: Tensor, *args: Tensor) -> Tensor:
         model, guide, objective = self.vae.model, self.vae.guide, self.objective  # type: ignore[union-attr]
         with pyro.validation_enabled(False):
             if not isinstance(objective, Trace_ELBO):  # e.g. IWAE_ELBO: its loss is a plain function of x
@@ -70,7 +77,7 @@ class TracedELBO:
 
     def __init__(self, vae: nn.Module, objective: ELBO) -> None:
         self.vae, self.objective = vae, objective
-        self._loss = _SurrogateLoss(vae, objective)
+        self._losses = {False: _SurrogateLoss(vae, objective), True: _SurrogateLoss(vae, objective, scaled=True)}
         self._traced: dict[tuple[Any, ...], Any] = {}
         self._checks_left: dict[tuple[Any, ...], int] = {}
 
@@ -80,30 +87,41 @@ class TracedELBO:
 
         :raises TracedELBOMismatch: when the trace and the eager ELBO disagree on the same draws.
         """
+        return self._run(model, guide, (x, *args), scaled=False)
+
+    def differentiable_loss_scaled(self, scale: Tensor, model: Any, guide: Any, x: Tensor, *args: Tensor) -> Tensor:
+        """The loss with the latent sites' scores weighted by ``scale``, a scalar tensor (KL warm-up
+        and beta, :mod:`pvae.warmup`); one trace per shape serves every weight."""
+        return self._run(model, guide, (scale, x, *args), scaled=True)
+
+    def _run(self, model: Any, guide: Any, inputs: tuple[Tensor, ...], *, scaled: bool) -> Tensor:
         if model != self.vae.model or guide != self.vae.guide:
             raise ValueError("a TracedELBO computes the loss of the model and guide of the VAE it was built for")
-        inputs = (x, *args)
-        key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
+        key = (scaled, *((tuple(t.shape), t.dtype, t.device) for t in inputs))
         traced = self._traced.get(key)
         if traced is None:
-            traced = self._traced[key] = self._trace(inputs)
+            traced = self._traced[key] = self._trace(inputs, scaled)
             self._checks_left[key] = _CHECKED_STEPS
         if self._checks_left[key] == 0:
             return _replay(traced, inputs)
         self._checks_left[key] -= 1
-        return self._checked(traced, inputs)
+        return self._checked(traced, inputs, scaled)
 
-    def _trace(self, inputs: tuple[Tensor, ...]) -> Any:
+    def _trace(self, inputs: tuple[Tensor, ...], scaled: bool) -> Any:
         # Tracing runs the loss once; forking the generators keeps that run's draws out of the
         # training's random stream, so a resumed run draws what an uninterrupted one does.
-        with forked_rng(inputs[0].device), warnings.catch_warnings():
+        with forked_rng(inputs[-1].device), warnings.catch_warnings():
             # the deprecation notice, and the tracer's notes on Python numbers it freezes
             warnings.simplefilter("ignore")
-            return torch.jit.trace(self._loss, inputs, check_trace=False)
+            return torch.jit.trace(self._losses[scaled], inputs, check_trace=False)
 
-    def _checked(self, traced: Any, inputs: tuple[Tensor, ...]) -> Tensor:
-        with forked_rng(inputs[0].device), torch.no_grad(), pyro.validation_enabled(False):
-            eager = self.objective.differentiable_loss(self.vae.model, self.vae.guide, *inputs)
+    def _checked(self, traced: Any, inputs: tuple[Tensor, ...], scaled: bool) -> Tensor:
+        with forked_rng(inputs[-1].device), torch.no_grad(), pyro.validation_enabled(False):
+            if scaled:
+                with LatentScale(inputs[0]):
+                    eager = self.objective.differentiable_loss(self.vae.model, self.vae.guide, *inputs[1:])
+            else:
+                eager = self.objective.differentiable_loss(self.vae.model, self.vae.guide, *inputs)
         loss = _replay(traced, inputs)  # the fork gave the generators back: the same draws as the eager run
         if not torch.isclose(loss.detach(), torch.as_tensor(eager, dtype=loss.dtype), rtol=1e-5, atol=1e-3):
             raise TracedELBOMismatch(

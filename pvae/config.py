@@ -24,7 +24,7 @@ __all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "FIELD_CHOICES", "Config
 
 OBJECTIVES: tuple[str, ...] = ("trace", "meanfield", "iwae:K")
 ENGINES: tuple[str, ...] = ("auto", "jit", "eager")
-LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "iwae")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 # The fields that take one of a fixed set of names (pvae train lists them as argparse choices).
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {
@@ -86,8 +86,20 @@ class TrainConfig:
     :param epochs: passes over the training set.
     :param lr: Adam's learning rate.
     :param lr_schedule: the learning rate over epochs: constant, cosine (down to lr / 100 at the
-        last epoch) or exponential (times lr-decay each epoch).
+        last epoch), exponential (times lr-decay each epoch) or iwae (Burda et al. 2016: stage
+        i = 0, 1, ... of 3^i epochs at lr * 10^(-i/7); see --recipe).
     :param lr_decay: the factor of the exponential schedule, in (0, 1].
+    :param adam_eps: Adam's epsilon, the constant added to the root of its second-moment estimate.
+    :param kl_warmup: KL warm-up: the weight of the latents' log-densities, and so of KL(q || p),
+        rises linearly from near 0 to beta over this many epochs, step by step (Sonderby et al.
+        2016); 0 for none. The ELBO reported is always the unweighted one.
+    :param beta: the weight of KL(q || p) in the objective after warm-up (beta-VAE, Higgins et al.
+        2017); 1 is the ELBO. The ELBO reported is always the unweighted one.
+    :param patience: early stopping: end training when the validation ELBO has not improved for
+        this many epochs, keeping the best epoch's checkpoint as best.pt beside the last; when not
+        given, train all epochs.
+    :param keep_epochs: epochs whose checkpoints are also kept, as checkpoint-EPOCH.pt (e.g. the
+        ends of the iwae schedule's stages, for a learning curve).
     :param seed: seeds the initialization, the draws of the latents, the binarization and the data order.
     :param device: where to train: auto (CUDA when available), cpu or cuda.
     :param out: the run folder to write; when not given, runs/DATE-TIME.
@@ -127,6 +139,11 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     lr_decay: float = 0.95
+    adam_eps: float = 1e-8
+    kl_warmup: int = 0
+    beta: float = 1.0
+    patience: int | None = None
+    keep_epochs: tuple[int, ...] = ()
     seed: int = 0
     device: str = "auto"
     out: str | None = None
@@ -170,11 +187,28 @@ class TrainConfig:
             raise ConfigError(f"lr must be a positive learning rate, e.g. 1e-3; got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], e.g. 0.95; got {self.lr_decay}")
+        if not (self.adam_eps > 0 and math.isfinite(self.adam_eps)):
+            raise ConfigError(f"adam_eps must be a positive number, e.g. 1e-8; got {self.adam_eps}")
+        _at_least("kl_warmup", self.kl_warmup, 0)
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ConfigError(f"beta must be a positive weight of the KL term, e.g. 1 (the ELBO) or 4; got {self.beta}")
+        if (self.kl_warmup or self.beta != 1) and iwae_particles(self.objective) is not None:
+            # log-mean-exp over K samples mixes every term, so no KL term is left to weight.
+            raise ConfigError(f"kl_warmup and beta weight the KL term of the ELBO, which the IWAE bound "
+                              f"({self.objective}) does not have; use --objective trace or meanfield with them")
+        if self.patience is not None:
+            _at_least("patience", self.patience, 1)
+            if self.val_size == 0:
+                raise ConfigError("patience stops on the validation ELBO, and val_size 0 leaves no validation "
+                                  "images; give --val-size, e.g. 400")
+        if any(not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in self.keep_epochs):
+            raise ConfigError(f"keep_epochs must be epoch numbers >= 1, e.g. 1 4 13; got {self.keep_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``hidden`` as a list)."""
         d = dataclasses.asdict(self)
-        d["hidden"], d["top_hidden"] = list(self.hidden), list(self.top_hidden)
+        for name in ("hidden", "top_hidden", "keep_epochs"):
+            d[name] = list(getattr(self, name))
         return d
 
     @classmethod
@@ -185,7 +219,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}; expected a subset of {sorted(names)}")
         d = dict(d)
-        for name in ("hidden", "top_hidden"):
+        for name in ("hidden", "top_hidden", "keep_epochs"):
             if name in d:
                 d[name] = tuple(d[name])
         return cls(**d)

@@ -31,6 +31,8 @@ __all__ = [
     "EVALUATION",
     "PER_IMAGE",
     "METRICS_FIELDS",
+    "BEST_CHECKPOINT",
+    "kept_checkpoint",
     "RunFolderError",
     "resolve_device",
     "forked_rng",
@@ -44,7 +46,10 @@ __all__ = [
 
 CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.csv"
 EVALUATION, PER_IMAGE = "evaluation.json", "per_image.csv"
-METRICS_FIELDS = ("epoch", "train_elbo", "val_elbo", "lr", "seconds")
+BEST_CHECKPOINT = "best.pt"
+#: The columns of metrics.csv. ``kl_weight`` is the weight of KL(q || p) in the objective at the
+#: epoch's last step (1 for the ELBO; KL warm-up and beta change it); the ELBOs are always unweighted.
+METRICS_FIELDS = ("epoch", "train_elbo", "val_elbo", "lr", "kl_weight", "seconds")
 
 
 class RunFolderError(ValueError):
@@ -54,10 +59,16 @@ class RunFolderError(ValueError):
 def metrics_csv(rows: Sequence[dict[str, float]]) -> str:
     """The text of ``metrics.csv``: a header and one row per epoch."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRICS_FIELDS, lineterminator="\n")
+    # restval: a run from before a column existed leaves it empty
+    writer = csv.DictWriter(buf, fieldnames=METRICS_FIELDS, lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def kept_checkpoint(epoch: int) -> str:
+    """The file name of the checkpoint kept for ``epoch`` (``--keep-epochs``): checkpoint-EPOCH.pt."""
+    return f"checkpoint-{epoch}.pt"
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:

@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
 import pyro
 import torch
@@ -40,10 +41,23 @@ from pvae.objectives import (
     wants_enumeration,
 )
 from pvae.protocol import GraphicalModel, label_mode, num_classes
+from pvae.recipes import iwae_lr_factor
 from pvae.registry import is_import_path
-from pvae.runs import CHECKPOINT, CONFIG, EVALUATION, METRICS, PER_IMAGE, RunFolderError, load_run, metrics_csv
+from pvae.runs import (
+    BEST_CHECKPOINT,
+    CHECKPOINT,
+    CONFIG,
+    EVALUATION,
+    METRICS,
+    PER_IMAGE,
+    RunFolderError,
+    kept_checkpoint,
+    load_run,
+    metrics_csv,
+)
 from pvae.traces import check_data_support, check_model_traces
 from pvae.version import __version__
+from pvae.warmup import WeightedObjective, kl_weight
 
 __all__ = ["train", "train_epoch", "save_epoch", "TrainResult", "TrainingDivergedError"]
 
@@ -59,6 +73,10 @@ class TrainResult:
     run_dir: Path
     metrics: list[dict[str, float]]
     data: ImageData
+    #: with ``patience``, the epoch of the best validation ELBO (its checkpoint is ``best.pt``)
+    best_epoch: int | None = None
+    #: training ended before its last epoch because the validation ELBO stopped improving
+    stopped_early: bool = False
 
     @property
     def model(self) -> GraphicalModel:
@@ -69,6 +87,9 @@ class TrainResult:
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr / 100)
+    if config.lr_schedule == "iwae":
+        # LambdaLR's factor is of epochs done (0 for the first epoch): the 1-based epoch is one more.
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: iwae_lr_factor(done + 1))
     gamma = config.lr_decay if config.lr_schedule == "exponential" else 1.0
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
 
@@ -192,12 +213,15 @@ def train(
         del x_probe  # a whole training set's worth when dequantized: not kept through training
     val_args = labels_of(data.val_labels)
 
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)  # type: ignore[attr-defined]
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr, eps=config.adam_eps)  # type: ignore[attr-defined]
     scheduler = _scheduler(config, optimizer)
     data_rng = torch.Generator(device=device).manual_seed(config.seed)
     # Built before anything is written: it refuses what it cannot run (e.g. --engine jit for m2).
     labelled_set = None if labelled is None else (x_static[labelled], data.train_labels[labelled], data_rng)
     objective = training_objective(config, vae, own_model=own_model, enumerates=enumerates, labelled=labelled_set)
+    weighted = config.kl_warmup > 0 or config.beta != 1
+    if weighted:  # KL warm-up or beta: the latent sites' scores scaled, step by step (pvae.warmup)
+        objective = WeightedObjective(objective)
     metrics: list[dict[str, float]] = []
     start_epoch = 1
     if state is not None:
@@ -220,7 +244,11 @@ def train(
     y_train = data.train_labels if mode == "observed" else None
     steps = math.ceil(fit.shape[0] / config.batch_size)
     show = sys.stderr.isatty() if progress is None else progress
+    best = best_epoch(metrics)
+    stop = _early_stop(config, metrics, best)
     for epoch in range(start_epoch, config.epochs + 1):
+        if stop is not None:
+            break
         tic = time.perf_counter()
         vae.train()  # type: ignore[attr-defined]
         order = fit[torch.randperm(fit.shape[0], generator=data_rng, device=device)]
@@ -232,10 +260,12 @@ def train(
             x_epoch = x_static
         if labelled is not None:
             objective.x_labelled = x_epoch[labelled]  # this epoch's binarization of the labelled images
+        weights = ([kl_weight(config, (epoch - 1) * steps + s, steps) for s in range(1, steps + 1)]
+                   if weighted else None)
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
         try:
             train_elbo = train_epoch(vae, objective, optimizer, x_epoch, order, config.batch_size, y=y_train,
-                                     progress=bar)
+                                     progress=bar, kl_weights=weights)
         except TrainingDivergedError as err:
             kept = f"the checkpoint of epoch {epoch - 1} in {out} is intact" if epoch > 1 else "no checkpoint was written"
             raise TrainingDivergedError(
@@ -248,17 +278,47 @@ def train(
         vae.eval()  # type: ignore[attr-defined]
         val_elbo = float(elbo_terms(vae, x_val, *val_args).elbo.mean()) if len(x_val) else float("nan")
         row = {"epoch": epoch, "train_elbo": train_elbo, "val_elbo": val_elbo, "lr": lr,
-               "seconds": time.perf_counter() - tic}
+               "kl_weight": weights[-1] if weights else config.beta, "seconds": time.perf_counter() - tic}
         metrics.append(row)
-        save_epoch(out, config, vae, optimizer, scheduler, data_rng, device, epoch, metrics)
+        best = best_epoch(metrics)
+        also = [kept_checkpoint(epoch)] if epoch in config.keep_epochs else []
+        if config.patience is not None and best == epoch:
+            also.append(BEST_CHECKPOINT)
+        save_epoch(out, config, vae, optimizer, scheduler, data_rng, device, epoch, metrics, also=also)
         val_text = f"val elbo {val_elbo:9.3f}" if len(x_val) else "no validation split"
+        weight_text = f"  kl weight {row['kl_weight']:.3g}" if weighted else ""
         print(f"epoch {epoch:>3}/{config.epochs}  train elbo {row['train_elbo']:9.3f}  {val_text}  "
-              f"nats/image  ({row['seconds']:.1f} s)", file=sys.stderr)
+              f"nats/image{weight_text}  ({row['seconds']:.1f} s)", file=sys.stderr)
+        stop = _early_stop(config, metrics, best)
+    if stop is not None:
+        print(stop, file=sys.stderr)
 
     from pvae.plots import save_run_figures
 
     save_run_figures(out, vae, data, metrics, config.binarization)
-    return TrainResult(vae=vae, run_dir=out, metrics=metrics, data=data)
+    return TrainResult(vae=vae, run_dir=out, metrics=metrics, data=data, best_epoch=best if config.patience else None,
+                       stopped_early=stop is not None)
+
+
+def best_epoch(metrics: list[dict[str, float]]) -> int | None:
+    """The epoch of the highest validation ELBO so far (the first, on a tie); ``None`` before any,
+    or without a validation split."""
+    scored = [row for row in metrics if not math.isnan(row["val_elbo"])]
+    return int(max(scored, key=lambda row: (row["val_elbo"], -row["epoch"]))["epoch"]) if scored else None
+
+
+def _early_stop(config: TrainConfig, metrics: list[dict[str, float]], best: int | None) -> str | None:
+    """Why training stops before its last epoch (``patience`` epochs without a better validation
+    ELBO), or ``None``. Read from the metrics alone, so that a resumed run stops where an
+    uninterrupted one does."""
+    if config.patience is None or best is None or not metrics:
+        return None
+    last = int(metrics[-1]["epoch"])
+    if last - best < config.patience or last >= config.epochs:
+        return None
+    value = next(row["val_elbo"] for row in metrics if row["epoch"] == best)
+    return (f"early stop after epoch {last}: the validation ELBO has not improved for {config.patience} epochs; "
+            f"the best, {value:.3f} nats per image at epoch {best}, is kept in {BEST_CHECKPOINT}")
 
 
 def train_epoch(
@@ -271,6 +331,7 @@ def train_epoch(
     *,
     y: Tensor | None = None,
     progress: Any = None,
+    kl_weights: Sequence[float] | None = None,
 ) -> float:
     """One pass of SVI over the training images.
 
@@ -280,7 +341,10 @@ def train_epoch(
         for a semi-supervised model); minibatches are its consecutive slices.
     :param y: classes of all N images ``(N,)``, passed with each minibatch to a class-conditional model.
     :param progress: a tqdm bar to advance (``update(1)`` per step), or ``None``.
-    :returns: the mean over steps of the minibatch estimate of the per-image ELBO (nats).
+    :param kl_weights: for a :class:`~pvae.warmup.WeightedObjective`, the weight of the latent sites
+        at each step of the epoch (KL warm-up, beta).
+    :returns: the mean over steps of the minibatch estimate of the per-image ELBO (nats), the true
+        ELBO (unweighted) whatever the weights.
     """
     elbo_sum = torch.zeros((), device=x.device)
     steps = 0
@@ -291,6 +355,8 @@ def train_epoch(
             steps += 1
             rows = order[start : start + batch_size]
             args = (x[rows],) if y is None else (x[rows], y[rows])
+            if kl_weights is not None:
+                objective.weight = kl_weights[steps - 1]
             _svi_step(vae, objective, optimizer, args, steps, start, elbo_sum)
             if progress is not None:
                 progress.update(1)
@@ -310,6 +376,9 @@ def _svi_step(
     # The data's support was checked once before training; re-validating every distribution's
     # arguments at every step costs ~7% of a CPU step and finds nothing new.
     with pyro.validation_enabled(False):
+        # A weighted objective (KL warm-up, beta) reports the true ELBO, from the same draws as its step.
+        reported = (objective.unweighted_loss(vae.model, vae.guide, *args)
+                    if isinstance(objective, WeightedObjective) and objective.weight != 1.0 else None)
         loss = objective.differentiable_loss(vae.model, vae.guide, *args)
     if not torch.isfinite(loss):
         # Stop before the step: one NaN gradient would spoil every parameter for good.
@@ -323,7 +392,8 @@ def _svi_step(
     # the device keeps GPU steps free of host synchronisation. M2's classification term is part of
     # the objective, not of the ELBO it reports.
     auxiliary = getattr(objective, "auxiliary", None)
-    elbo_sum -= (loss.detach() if auxiliary is None else loss.detach() - auxiliary) / num_data
+    value = loss.detach() if reported is None else reported
+    elbo_sum -= (value if auxiliary is None else value - auxiliary) / num_data
 
 
 def save_epoch(
@@ -336,8 +406,14 @@ def save_epoch(
     device: torch.device,
     epoch: int,
     metrics: list[dict[str, float]],
+    *,
+    also: Sequence[str] = (),
 ) -> None:
-    """Write the epoch's checkpoint (everything a bit-identical resume needs), then ``metrics.csv``."""
+    """Write the epoch's checkpoint (everything a bit-identical resume needs), then ``metrics.csv``.
+
+    :param also: other files of the run folder to hold the same state (``best.pt``, kept epochs),
+        written first: a crash before ``checkpoint.pt`` redoes the epoch and rewrites them alike.
+    """
     state: dict[str, Any] = {
         "config": config.to_dict(),
         "epoch": epoch,
@@ -354,5 +430,7 @@ def save_epoch(
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
     # Checkpoint first, then the CSV from the checkpoint's own history: after a crash between the
     # two, resuming rewrites the CSV, so metrics always match the last complete checkpoint.
+    for name in also:
+        save_checkpoint(out / name, state)
     save_checkpoint(out / CHECKPOINT, state)
     atomic_write_text(out / METRICS, metrics_csv(metrics))
