@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(higher is better). Writes RUN/evaluation.json, and RUN/per_image.csv with "
                                     "log p(x).")
     ev.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
+    ev.add_argument("--checkpoint", metavar="FILE",
+                    help="the checkpoint of RUN to evaluate: checkpoint.pt (the last epoch), best.pt (the best "
+                         "validation ELBO, kept by --patience) or checkpoint-EPOCH.pt (kept by --keep-epochs); "
+                         "one other than the default writes evaluation-NAME.json (default: best.pt where the run "
+                         "has one, else checkpoint.pt)")
     ev.add_argument("--split", choices=("test", "val"), default="test",
                     help="the images to evaluate on: the test set, or the run's validation split (default: test)")
     ev.add_argument("--num-images", type=int, metavar="N",
@@ -240,14 +245,14 @@ def _evaluate(args: argparse.Namespace) -> None:
         num_steps=args.num_steps, num_leapfrog=args.num_leapfrog, num_chains=args.num_chains,
         bdmc_images=args.bdmc_images,
         data_dir=args.data_dir, device=args.device, chunk_size=args.chunk_size, seed=args.seed,
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress else None, checkpoint=args.checkpoint,
     )
     print(format_table(result))
-    print(f"written: {args.run}/evaluation.json")
-    if args.method == "bdmc":
-        print(f"written: {args.run}/bdmc.csv (lower and upper bound of each simulated image's log p(x))")
-    elif args.num_samples is not None or args.method == "ais":
-        print(f"written: {args.run}/per_image.csv (elbo, log_px and their gap, image by image)")
+    what = {"bdmc": "(lower and upper bound of each simulated image's log p(x))",
+            "per_image": "(elbo, log_px and their gap, image by image)"}
+    for name in result["files"]:
+        note = next((text for prefix, text in what.items() if name.startswith(prefix)), "")
+        print(f"written: {args.run}/{name} {note}".rstrip())
 
 
 def _compare(args: argparse.Namespace) -> None:

@@ -38,7 +38,7 @@ from pvae.data import EVAL_BINARIZATION_SEED, check_images, fixed_eval_set
 from pvae.devices import forked_rng, resolve_device
 from pvae.importance import DEFAULT_CHUNK_SIZE, importance_estimate, latent_activity
 from pvae.protocol import GraphicalModel, label_mode
-from pvae.runs import EVALUATION, PER_IMAGE, open_run
+from pvae.runs import EVALUATION, PER_IMAGE, default_checkpoint, open_run
 from pvae.traces import (
     enumerated_sites,
     image_site,
@@ -199,6 +199,7 @@ def evaluate_run(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
     progress: bool | None = None,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run folder's model on a split and write ``<run_dir>/evaluation.json``.
 
@@ -226,6 +227,10 @@ def evaluate_run(
         the same device and chunk size); the caller's random state is left as it was.
     :param progress: show the images done and the time left while log p(x) is estimated; when not
         given, only when stderr is a terminal.
+    :param checkpoint: the checkpoint file to evaluate; when not given, ``best.pt`` where early
+        stopping kept one, else ``checkpoint.pt`` (the last epoch). Another one (e.g. a kept
+        ``checkpoint-EPOCH.pt``) writes its numbers to ``evaluation-checkpoint-EPOCH.json`` (and
+        ``per_image-...csv``, ``bdmc-...csv``), leaving the run's own evaluation as it was.
     :returns: the JSON's content: per-image means in nats (``elbo``, ``reconstruction``, ``kl``),
         ``elbo_stderr`` (standard error of the mean over images), ``split``, ``binarization``, ...;
         with ``num_samples`` also ``log_px`` and ``log_px_stderr``, ``num_samples`` (K),
@@ -241,11 +246,17 @@ def evaluate_run(
     _check_method(method, num_samples, num_steps, num_leapfrog, num_chains, bdmc_images)
     run_dir = Path(run_dir)
     dev = resolve_device(device)
+    default = default_checkpoint(run_dir)
+    checkpoint = default if checkpoint is None else checkpoint
+    # The run's own files describe its default checkpoint; another checkpoint's go beside them.
+    suffix = "" if checkpoint == default else "-" + Path(checkpoint).stem
+    evaluation_file, per_image_file, bdmc_file = (
+        run_dir / f"{Path(name).stem}{suffix}{Path(name).suffix}" for name in (EVALUATION, PER_IMAGE, BDMC_CSV))
     # Seeded: the same run evaluated twice gives the same numbers. The model's rebuild and the draws
     # of z use the global generators; forked_rng gives them back to the caller as they were.
     with forked_rng(dev):
         torch.manual_seed(seed)
-        run = open_run(run_dir, device=dev, data_dir=data_dir)
+        run = open_run(run_dir, device=dev, data_dir=data_dir, checkpoint=checkpoint)
         config, model, data = run.config, run.model, run.data
         x = fixed_eval_set(data.test if split == "test" else data.val, config.binarization, config.dequantize)
         labels = data.test_labels if split == "test" else data.val_labels
@@ -283,6 +294,7 @@ def evaluate_run(
             "conditioned_on_label": mode == "observed",
             "elbo_samples": elbo_samples,
             "seed": seed,
+            "checkpoint": checkpoint,
             "epoch": int(run.state["epoch"]),
             "seconds": time.perf_counter() - tic,
         }
@@ -296,12 +308,12 @@ def evaluate_run(
         show = sys.stderr.isatty() if progress is None else progress
         if method == "ais":
             assert num_steps is not None
-            result.update(_ais_evaluation(model, x, labels, args, terms.elbo, run_dir / PER_IMAGE, num_steps=num_steps,
+            result.update(_ais_evaluation(model, x, labels, args, terms.elbo, per_image_file, num_steps=num_steps,
                                           num_leapfrog=num_leapfrog, num_chains=num_chains, chunk_size=chunk_size,
                                           progress=show))
         elif method == "bdmc":
             assert num_steps is not None
-            result.update(_bdmc_evaluation(model, x, labels, mode, run_dir / BDMC_CSV, num_images=bdmc_images,
+            result.update(_bdmc_evaluation(model, x, labels, mode, bdmc_file, num_images=bdmc_images,
                                            num_steps=num_steps, num_leapfrog=num_leapfrog, num_chains=num_chains,
                                            chunk_size=chunk_size, progress=show))
         elif num_samples is not None:
@@ -310,11 +322,14 @@ def evaluate_run(
             probe = trace_pair(model.model, model.guide, x[:2], *(a[:2] for a in args), enumerate_discrete=False).model
             discrete = any(is_discrete(probe.nodes[n]) for n in latent_sites(probe))
             result.update(_log_px_evaluation(model, x, labels, args, num_samples, chunk_size,
-                                             run_dir / PER_IMAGE, elbo=terms.elbo if discrete else None,
+                                             per_image_file, elbo=terms.elbo if discrete else None,
                                              progress=show))
         result.update(_bits_per_dim(model, x, args, result, dequantized=config.dequantize))
         result["method"] = method if method != "is" or num_samples is not None else None
-    atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=2))
+    # the files of this evaluation, in the run folder
+    result["files"] = [evaluation_file.name] + ([bdmc_file.name] if method == "bdmc" else [per_image_file.name]
+                                                if method == "ais" or num_samples is not None else [])
+    atomic_write_text(evaluation_file, json.dumps(result, indent=2))
     return result
 
 

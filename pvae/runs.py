@@ -33,6 +33,7 @@ __all__ = [
     "METRICS_FIELDS",
     "BEST_CHECKPOINT",
     "kept_checkpoint",
+    "default_checkpoint",
     "RunFolderError",
     "resolve_device",
     "forked_rng",
@@ -82,16 +83,32 @@ def load_config(run_dir: str | Path) -> TrainConfig:
         raise RunFolderError(f"{cfg_path} is not a pvae configuration ({err})") from err
 
 
-def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[TrainConfig, dict[str, Any]]:
-    """Read a run folder's ``config.json`` and checkpoint (safely, see :mod:`pvae.checkpoint`)."""
+def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu", *,
+             checkpoint: str = CHECKPOINT) -> tuple[TrainConfig, dict[str, Any]]:
+    """Read a run folder's ``config.json`` and a checkpoint (safely, see :mod:`pvae.checkpoint`).
+
+    :param checkpoint: the checkpoint file in the folder: ``checkpoint.pt`` (the last epoch),
+        ``best.pt`` (the best validation ELBO, with early stopping) or ``checkpoint-EPOCH.pt``.
+    """
     run_dir = Path(run_dir)
     cfg_path = run_dir / CONFIG
     config = load_config(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT, map_location=map_location)
+    if Path(checkpoint).name != checkpoint:
+        raise RunFolderError(f"checkpoint names a file in the run folder, such as {CHECKPOINT} or {BEST_CHECKPOINT}; "
+                             f"got {checkpoint!r}")
+    if checkpoint != CHECKPOINT and not (run_dir / checkpoint).is_file():
+        kept = sorted(p.name for p in run_dir.glob("*.pt"))
+        raise RunFolderError(f"{run_dir} holds no {checkpoint}; its checkpoints are: {', '.join(kept) or 'none'}")
+    state = load_checkpoint(run_dir / checkpoint, map_location=map_location)
     # ``out`` is where the run lives, not what it is: a moved folder is the same run.
     if _without_out(state.get("config")) != _without_out(config.to_dict()):
-        raise CheckpointError(f"{run_dir / CHECKPOINT} was written for another configuration than {cfg_path}")
+        raise CheckpointError(f"{run_dir / checkpoint} was written for another configuration than {cfg_path}")
     return config, state
+
+
+def default_checkpoint(run_dir: str | Path) -> str:
+    """The checkpoint a run is measured by: ``best.pt`` where early stopping kept one, else ``checkpoint.pt``."""
+    return BEST_CHECKPOINT if (Path(run_dir) / BEST_CHECKPOINT).is_file() else CHECKPOINT
 
 
 def _without_out(d: object) -> object:
@@ -120,13 +137,15 @@ class OpenRun:
     data: ImageData
 
 
-def open_run(run_dir: str | Path, *, device: torch.device, data_dir: str | None = None) -> OpenRun:
+def open_run(run_dir: str | Path, *, device: torch.device, data_dir: str | None = None,
+             checkpoint: str = CHECKPOINT) -> OpenRun:
     """Read a run folder, rebuild its model on ``device`` and load its dataset (the one function
     ``evaluate``, ``plot``, ``sample`` and the benchmarks open a run with).
 
     :param data_dir: where the data is, when not where the run found it.
+    :param checkpoint: which checkpoint file of the folder (see :func:`load_run`).
     """
-    config, state = load_run(run_dir, map_location=device)
+    config, state = load_run(run_dir, map_location=device, checkpoint=checkpoint)
     model = rebuild_model(config, state, device)
     data = load_data(config.dataset, data_dir if data_dir is not None else config.data_dir,
                      val_size=config.val_size, train_size=config.train_size, device=device)

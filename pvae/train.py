@@ -31,7 +31,7 @@ from pvae.config import TrainConfig
 from pvae.data import ImageData, binarize, dequantize, fixed_eval_set, labelled_subset, load_data
 from pvae.devices import forked_rng, resolve_device
 from pvae.errors import ConfigError
-from pvae.evaluate import elbo_terms
+from pvae.evaluate import BDMC_CSV, elbo_terms
 from pvae.objectives import (
     Objective,
     check_objective,
@@ -148,8 +148,13 @@ def train(
     elif (out / CONFIG).exists() or (out / CHECKPOINT).exists():
         if not overwrite:
             raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-        for stale in (EVALUATION, PER_IMAGE):  # the old run's numbers must not pass for the new one's
+        # The old run's numbers and checkpoints must not pass for the new one's (a best.pt would be
+        # what evaluate measures).
+        for stale in (EVALUATION, PER_IMAGE, BDMC_CSV, BEST_CHECKPOINT):
             (out / stale).unlink(missing_ok=True)
+        for pattern in ("checkpoint-*.pt", "evaluation-*.json", "per_image-*.csv", "bdmc-*.csv"):
+            for stale_file in out.glob(pattern):
+                stale_file.unlink()
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp"):  # half-written temporaries of a process killed mid-write
         stale.unlink()
