@@ -118,7 +118,7 @@ def components(args: argparse.Namespace) -> None:
         if args.only is not None and not re.search(args.only, f"{prior}/{guide}"):
             continue
         config = TrainConfig(prior=prior, guide=guide, epochs=args.epochs, kl_warmup=args.kl_warmup,
-                             batch_size=args.batch_size, train_size=args.train_size, seed=args.seed,
+                             batch_size=args.batch_size, train_size=args.train_size, val_size=args.val_size, seed=args.seed,
                              device=args.device, data_dir=args.data_dir,
                              out=str(root / folder_name(varied, prior if varied != "guide" else guide)))
         if not args.no_train:
@@ -138,15 +138,17 @@ def components(args: argparse.Namespace) -> None:
 def iwae(args: argparse.Namespace) -> None:
     run = Path(args.root) / args.name
     fields = recipe_fields(f"iwae:{args.stages}")
-    if args.batch_size is not None:
-        fields["batch_size"] = args.batch_size
-    config = TrainConfig(**fields, model=args.model, objective=args.objective, seed=args.seed, device=args.device,
+    for name in ("batch_size", "lr"):  # e.g. on a GPU: larger batches, in the same schedule's shape
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    config = TrainConfig(**fields, train_size=args.train_size, model=args.model, objective=args.objective, seed=args.seed, device=args.device,
                          data_dir=args.data_dir, keep_epochs=tuple(iwae_epochs(s) for s in range(1, args.stages + 1)),
                          out=str(run))
     if not args.no_train:
         ensure_trained(config)
     epochs_done = _epoch_of(run, None)
-    print(f"{run}: {args.model}, objective {args.objective}, recipe iwae:{args.stages}, batch {config.batch_size}; "
+    print(f"{run}: {args.model}, objective {args.objective}, recipe iwae:{args.stages}, batch {config.batch_size}, "
+          f"lr {config.lr}; "
           f"{epochs_done} of {config.epochs} epochs done")
     print("| stage | epoch | lr | val elbo (400 images) | test elbo | test log_px |", "|---:|---:|---:|---:|---:|---:|",
           sep="\n", flush=True)
@@ -186,6 +188,7 @@ def main() -> None:
     comp.add_argument("--kl-warmup", type=int, default=20, help="epochs of KL warm-up, every row (default: 20)")
     comp.add_argument("--batch-size", type=int, default=100)
     comp.add_argument("--train-size", type=int, default=None, help="training images (default: all 50,000)")
+    comp.add_argument("--val-size", type=int, default=10_000, help="validation images (default: 10,000)")
     comp.add_argument("--iw-images", type=int, default=1000, help="test images measured (default: 1,000)")
     comp.add_argument("--only", default=None, help="regular expression on 'prior/guide' to run a subset")
     iw = sub.choices["iwae"]
@@ -194,6 +197,8 @@ def main() -> None:
     iw.add_argument("--objective", default="trace", help="trace, or iwae:K for the IWAE bound (default: trace)")
     iw.add_argument("--stages", type=int, default=IWAE_STAGES, help=f"stages of the schedule, 1..{IWAE_STAGES}")
     iw.add_argument("--batch-size", type=int, default=None, help="instead of the paper's 20 (e.g. on a GPU)")
+    iw.add_argument("--lr", type=float, default=None, help="stage 0's learning rate instead of the paper's 1e-3")
+    iw.add_argument("--train-size", type=int, default=None, help="training images (default: all but the 400)")
     iw.add_argument("--curve-images", type=int, default=1000, help="test images per point of the curve")
     iw.add_argument("--final-images", type=int, default=None, help="test images for the last checkpoint (all)")
     args = parser.parse_args()

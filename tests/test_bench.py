@@ -95,3 +95,38 @@ def test_ais_vs_is_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:
                       device="cpu", out=str(run)), progress=False)
     out = _run("ais_vs_is.py", "--smoke", "--run", str(run), "--data-dir", str(fake_mnist_root), cwd=tmp_path)
     assert "AIS" in out and "IS" in out and "BDMC" in out, out
+
+
+def _converged(*args: str, cwd: Path) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / "converged.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"converged.py exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def test_converged_components_bench_trains_resumes_and_measures(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/converged.py components: one row per prior or guide, in run folders a second call
+    resumes (here: finds complete) and does not measure again."""
+    args = ("components", "--root", str(tmp_path / "runs"), "--epochs", "1", "--kl-warmup", "1", "--train-size",
+            "100", "--val-size", "100", "--iw-samples", "5", "--iw-images", "10", "--only", "^normal/diagonal|mog",
+            "--data-dir", str(fake_mnist_root))
+    first = _converged(*args, cwd=tmp_path)
+    rows = [line for line in first.splitlines() if line.startswith("| baseline") or line.startswith("| prior")]
+    assert len(rows) == 2 and "mog:10" in rows[1], first
+    assert _converged(*args, cwd=tmp_path).splitlines()[-2:] == first.splitlines()[-2:]
+
+
+def test_gpu_convergence_script_runs_on_cpu_at_a_tiny_budget(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/gpu_convergence.sh: both models through the schedule's first 2 stages, the curve at each
+    stage end and the numbers in one folder."""
+    env = {"PVAE_DATA_DIR": str(fake_mnist_root), "PYTHON": sys.executable, "DEVICE": "cpu", "STAGES": "2",
+           "BATCH": "100", "K": "5", "CURVE_IMAGES": "20", "FINAL_IMAGES": "20", "TRAIN_SIZE": "100",
+           "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_convergence.sh"), str(tmp_path / "out")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert summary.count("4 of 4 epochs done") == 2 and summary.count("| 1 | 4 |") == 2, summary
+    for model in ("vae", "hierarchical"):
+        assert (tmp_path / "out" / f"curve-{model}.json").is_file()
+        assert (tmp_path / "out" / f"metrics-{model}.csv").read_text().count("\n") == 5
