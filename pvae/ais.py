@@ -64,7 +64,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform, Transform, identity_transform
 
 from pvae.devices import forked_rng
-from pvae.importance import DEFAULT_CHUNK_SIZE, PerImageLogPx, _chunk_args, _raise_malloc_thresholds
+from pvae.importance import DEFAULT_CHUNK_SIZE, PerImageLogPx, chunk_args, _raise_malloc_thresholds
 from pvae.protocol import DATA_PLATE
 from pvae.traces import (
     PARTICLES,
@@ -499,11 +499,11 @@ def _ais(
     # Whether q's site distributions can be kept from the chunk's first trace (see _Path); the check
     # runs the guide once, on draws given back afterwards, so that it changes no chain's draws.
     with forked_rng(x.device):
-        mean_field = proposal == "guide" and _guide_is_mean_field(guide, x[:2], _chunk_args(args, n, 0, min(n, 2)), kwargs)
+        mean_field = proposal == "guide" and _guide_is_mean_field(guide, x[:2], chunk_args(args, n, 0, min(n, 2)), kwargs)
     for first in range(0, n, images_per_chunk):
         xb = x[first : first + images_per_chunk]
         b = xb.shape[0]
-        argsb = _chunk_args(args, n, first, b)
+        argsb = chunk_args(args, n, first, b)
         for start in range(0, num_chains, chains_per_chunk):
             c = min(chains_per_chunk, num_chains - start)
             path, initial = _chunk_path(model, guide, xb, argsb, kwargs, num_chains=c, proposal=proposal,

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
 import re
 import signal
 import sys
@@ -224,6 +225,8 @@ def _train(args: argparse.Namespace) -> None:
         result = train(config, resume=True, progress=False if args.no_progress else None)
     else:
         result = train(TrainConfig(**given), overwrite=args.overwrite, progress=False if args.no_progress else None)
+    if int(os.environ.get("RANK", "0")) != 0:  # one report per run, from rank 0
+        return
     last = result.metrics[-1]
     if math.isnan(last["val_elbo"]):  # --val-size 0: all training images, no validation split
         print(f"run folder: {result.run_dir}  (train ELBO {last['train_elbo']:.3f} nats per image; no validation split)")
@@ -247,6 +250,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         data_dir=args.data_dir, device=args.device, chunk_size=args.chunk_size, seed=args.seed,
         progress=False if args.no_progress else None, checkpoint=args.checkpoint,
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # one report per evaluation, from rank 0
+        return
     print(format_table(result))
     what = {"bdmc": "(lower and upper bound of each simulated image's log p(x))",
             "per_image": "(elbo, log_px and their gap, image by image)"}
@@ -356,6 +361,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pvae: interrupted; the run folder keeps its last complete checkpoint (continue with --resume)",
               file=sys.stderr)
         return 130
+    except RuntimeError as err:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            raise
+        # A collective failed: another process of the distributed run died or was stopped.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"pvae: error: rank {os.environ.get('RANK', '?')} stopped: another process of this distributed run "
+              f"failed ({first[:200]}); the run folder keeps its last complete checkpoint: continue with the same "
+              "torchrun --nproc-per-node and --resume", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

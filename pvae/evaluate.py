@@ -36,9 +36,11 @@ from torch.distributions import kl_divergence
 from pvae.checkpoint import atomic_write_text
 from pvae.data import EVAL_BINARIZATION_SEED, check_images, fixed_eval_set
 from pvae.devices import forked_rng, resolve_device
+from pvae.distributed import SINGLE, World, current_world
 from pvae.importance import DEFAULT_CHUNK_SIZE, importance_estimate, latent_activity
 from pvae.protocol import GraphicalModel, label_mode
 from pvae.runs import EVALUATION, PER_IMAGE, default_checkpoint, open_run
+from pvae.sharding import by_blocks
 from pvae.traces import (
     enumerated_sites,
     image_site,
@@ -70,6 +72,9 @@ PER_IMAGE_FIELDS = ("index", "label", "elbo", "log_px", "kl_gap", "ess", "pareto
 METHODS = ("is", "ais", "bdmc")
 #: BDMC's per-image bounds on the simulated images.
 BDMC_CSV = "bdmc.csv"
+#: Images per block of an AIS evaluation: its draws are seeded per block (pvae.sharding), and a
+#: distributed evaluation deals the blocks to its processes.
+AIS_BLOCK_IMAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,10 @@ def evaluate_run(
     :param data_dir: where the data is, when not where the run found it.
     :param chunk_size: most (particle, image) pairs per pass of the estimator; bounds its memory.
     :param seed: seeds the draws of z, so that evaluating a run twice gives the same numbers (on
-        the same device and chunk size); the caller's random state is left as it was.
+        the same device and chunk size); the caller's random state is left as it was. The draws of
+        log p(x) are seeded per block of images from the block's first image (:mod:`pvae.sharding`),
+        so that under ``torchrun`` (the blocks dealt to the processes, the results gathered on
+        rank 0, which alone writes) the numbers are those of one process whatever their number.
     :param progress: show the images done and the time left while log p(x) is estimated; when not
         given, only when stderr is a terminal.
     :param checkpoint: the checkpoint file to evaluate; when not given, ``best.pt`` where early
@@ -245,7 +253,8 @@ def evaluate_run(
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     _check_method(method, num_samples, num_steps, num_leapfrog, num_chains, bdmc_images)
     run_dir = Path(run_dir)
-    dev = resolve_device(device)
+    world = current_world(device)  # under torchrun, the processes that share the estimate's images
+    dev = world.device(resolve_device(device))
     default = default_checkpoint(run_dir)
     checkpoint = default if checkpoint is None else checkpoint
     # The run's own files describe its default checkpoint; another checkpoint's go beside them.
@@ -310,12 +319,13 @@ def evaluate_run(
             assert num_steps is not None
             result.update(_ais_evaluation(model, x, labels, args, terms.elbo, per_image_file, num_steps=num_steps,
                                           num_leapfrog=num_leapfrog, num_chains=num_chains, chunk_size=chunk_size,
-                                          progress=show))
+                                          progress=show and world.main, seed=seed, world=world))
         elif method == "bdmc":
             assert num_steps is not None
-            result.update(_bdmc_evaluation(model, x, labels, mode, bdmc_file, num_images=bdmc_images,
-                                           num_steps=num_steps, num_leapfrog=num_leapfrog, num_chains=num_chains,
-                                           chunk_size=chunk_size, progress=show))
+            # one stream of simulated images and chains: on rank 0, which gives its numbers to the others
+            result.update(world.on_main(lambda: _bdmc_evaluation(
+                model, x, labels, mode, bdmc_file, num_images=bdmc_images, num_steps=num_steps,
+                num_leapfrog=num_leapfrog, num_chains=num_chains, chunk_size=chunk_size, progress=show)))
         elif num_samples is not None:
             # With a discrete latent summed out, the importance sampler's own bound from the same draws
             # is tighter than the ELBO (it sums y exactly): the gap to the ELBO is taken from elbo_terms.
@@ -323,13 +333,14 @@ def evaluate_run(
             discrete = any(is_discrete(probe.nodes[n]) for n in latent_sites(probe))
             result.update(_log_px_evaluation(model, x, labels, args, num_samples, chunk_size,
                                              per_image_file, elbo=terms.elbo if discrete else None,
-                                             progress=show))
+                                             progress=show and world.main, seed=seed, world=world))
         result.update(_bits_per_dim(model, x, args, result, dequantized=config.dequantize))
         result["method"] = method if method != "is" or num_samples is not None else None
     # the files of this evaluation, in the run folder
     result["files"] = [evaluation_file.name] + ([bdmc_file.name] if method == "bdmc" else [per_image_file.name]
                                                 if method == "ais" or num_samples is not None else [])
-    atomic_write_text(evaluation_file, json.dumps(result, indent=2))
+    if world.main:
+        atomic_write_text(evaluation_file, json.dumps(result, indent=2))
     return result
 
 
@@ -355,7 +366,7 @@ def _check_method(method: str, num_samples: int | None, num_steps: int | None, n
 
 def _log_px_evaluation(
     model: GraphicalModel, x: Tensor, labels: Tensor, args: tuple[Tensor, ...], num_samples: int, chunk_size: int,
-    csv_path: Path, *, elbo: Tensor | None = None, progress: bool = False,
+    csv_path: Path, *, elbo: Tensor | None = None, progress: bool = False, seed: int = 0, world: World = SINGLE,
 ) -> dict[str, Any]:
     """log p(x) (log p(x | y) given labels) by importance sampling, its diagnostics, and the
     per-image table at ``csv_path``.
@@ -370,8 +381,10 @@ def _log_px_evaluation(
 
     bar = tqdm(total=len(x), desc=f"log p(x), K={num_samples}", unit="image", disable=not progress, leave=False)
     with pyro.validation_enabled(False), bar:
-        est = importance_estimate(model.model, model.guide, x, *args, num_samples=num_samples, chunk_size=chunk_size,
-                                  pareto_k=True, progress=bar.update)
+        # blocks of the sampler's own chunk (chunk_size // K images), each seeded from its first image
+        est = by_blocks(lambda xb, ab: importance_estimate(model.model, model.guide, xb, *ab, num_samples=num_samples,
+                                                           chunk_size=chunk_size, pareto_k=True, progress=bar.update),
+                        x, args, block=max(1, chunk_size // num_samples), seed=seed, world=world)
     seconds = time.perf_counter() - tic
     assert est.pareto_k is not None
     bound = est.elbo if elbo is None else elbo.to(est.log_px)
@@ -382,7 +395,8 @@ def _log_px_evaluation(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(PER_IMAGE_FIELDS)
     writer.writerows([i, label, *(f"{v:.6f}" for v in values)] for i, label, *values in rows)
-    atomic_write_text(csv_path, buf.getvalue())
+    if world.main:
+        atomic_write_text(csv_path, buf.getvalue())
     by_site = active_units_by_site(model, x, *args) if n > 1 else {}
     return {
         "log_px": est.log_px_mean,
@@ -413,7 +427,8 @@ def _per_image_csv(path: Path, columns: dict[str, list[Any]]) -> None:
 
 def _ais_evaluation(
     model: GraphicalModel, x: Tensor, labels: Tensor, args: tuple[Tensor, ...], elbo: Tensor, csv_path: Path, *,
-    num_steps: int, num_leapfrog: int, num_chains: int, chunk_size: int, progress: bool,
+    num_steps: int, num_leapfrog: int, num_chains: int, chunk_size: int, progress: bool, seed: int = 0,
+    world: World = SINGLE,
 ) -> dict[str, Any]:
     """log p(x) of every image by AIS from the guide, its gap to the ELBO, and the per-image table."""
     from tqdm.auto import tqdm
@@ -422,12 +437,16 @@ def _ais_evaluation(
 
     bar = tqdm(total=len(x), desc=f"log p(x), AIS T={num_steps}", unit="image", disable=not progress, leave=False)
     with bar:
-        est = ais_estimate(model.model, model.guide, x, *args, num_steps=num_steps, num_leapfrog=num_leapfrog,
-                           num_chains=num_chains, chunk_size=chunk_size, progress=bar.update)
+        est = by_blocks(lambda xb, ab: ais_estimate(model.model, model.guide, xb, *ab, num_steps=num_steps,
+                                                    num_leapfrog=num_leapfrog, num_chains=num_chains,
+                                                    chunk_size=chunk_size, progress=bar.update),
+                        x, args, block=AIS_BLOCK_IMAGES, seed=seed, world=world)
     gap, n = est.log_px - elbo.to(est.log_px), len(x)
-    _per_image_csv(csv_path, {"index": list(range(n)), "label": labels.tolist(), "elbo": elbo.tolist(),
-                              "log_px": est.log_px.tolist(), "kl_gap": gap.tolist(),
-                              "acceptance_rate": est.acceptance_rate.tolist(), "step_size": est.step_size.tolist()})
+    if world.main:
+        _per_image_csv(csv_path, {"index": list(range(n)), "label": labels.tolist(), "elbo": elbo.tolist(),
+                                  "log_px": est.log_px.tolist(), "kl_gap": gap.tolist(),
+                                  "acceptance_rate": est.acceptance_rate.tolist(),
+                                  "step_size": est.step_size.tolist()})
     by_site = active_units_by_site(model, x, *args) if n > 1 else {}
     return {
         **est.summary(),

@@ -44,6 +44,7 @@ __all__ = [
     "latent_activity",
     "active_units",
     "DEFAULT_CHUNK_SIZE",
+    "chunk_args",
 ]
 
 # Pairs (particle, image) per vectorized pass. The decoder's output, (pairs, x_dim) floats, and a few
@@ -228,7 +229,7 @@ def importance_estimate(
     k_hat = x.new_full((x.shape[0],), math.inf, dtype=torch.float64) if pareto_k else None
     for first in range(0, x.shape[0], images_per_chunk):
         xb = x[first : first + images_per_chunk]
-        argsb = _chunk_args(args, x.shape[0], first, xb.shape[0])
+        argsb = chunk_args(args, x.shape[0], first, xb.shape[0])
         lse, lse_sq, total = sums[:, first : first + xb.shape[0]]
         top = lse.new_empty((0, xb.shape[0]))
         for start in range(0, num_samples, particles_per_chunk):
@@ -257,7 +258,7 @@ def importance_estimate(
     )
 
 
-def _chunk_args(args: tuple[Any, ...], num_images: int, first: int, size: int) -> tuple[Any, ...]:
+def chunk_args(args: tuple[Any, ...], num_images: int, first: int, size: int) -> tuple[Any, ...]:
     """``args`` for the images ``first .. first + size``: per-image tensors (first dim N) cut, others kept."""
     return tuple(a[first : first + size] if isinstance(a, Tensor) and a.dim() and a.shape[0] == num_images else a
                  for a in args)
@@ -334,7 +335,7 @@ def latent_activity(
     means = []
     for first in range(0, x.shape[0], batch_size):
         xb = x[first : first + batch_size]
-        trace = poutine.trace(guide).get_trace(xb, *_chunk_args(args, x.shape[0], first, xb.shape[0]), **kwargs)
+        trace = poutine.trace(guide).get_trace(xb, *chunk_args(args, x.shape[0], first, xb.shape[0]), **kwargs)
         if site not in trace.nodes:
             raise ValueError(f"the guide has no sample site {site!r}; its sites: {list(trace.nodes)}")
         means.append(central_value(trace.nodes[site]["fn"]).reshape(xb.shape[0], -1))

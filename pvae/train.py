@@ -30,6 +30,7 @@ from pvae.components import build_model, check_config
 from pvae.config import TrainConfig
 from pvae.data import ImageData, binarize, dequantize, fixed_eval_set, labelled_subset, load_data
 from pvae.devices import forked_rng, resolve_device
+from pvae.distributed import SINGLE, World, current_world, rank_seed
 from pvae.errors import ConfigError
 from pvae.evaluate import BDMC_CSV, elbo_terms
 from pvae.objectives import (
@@ -133,31 +134,18 @@ def train(
     from tqdm.auto import tqdm  # only the training loop needs it
 
     check_config(config)  # before anything is written
-    out = Path(config.out) if config.out is not None else _default_out()
+    world = current_world(config.device)  # torchrun's processes, or this one alone
+    # every rank names the folder rank 0 named (a default one holds the time, which may differ)
+    out = world.broadcast(Path(config.out) if config.out is not None else _default_out())
     config = replace(config, out=str(out))
-    device = resolve_device(config.device)
-    state: dict[str, Any] | None = None
-    if resume:
-        if not (out / CHECKPOINT).exists():
-            raise RunFolderError(f"cannot resume: {out} holds no {CHECKPOINT}; start a new run without --resume")
-        saved_config, state = load_run(out, map_location=device)
-        saved_config = replace(saved_config, out=config.out)  # the folder may have moved
-        if saved_config != config:
-            diff = {k: (v, config.to_dict()[k]) for k, v in saved_config.to_dict().items() if config.to_dict()[k] != v}
-            raise RunFolderError(f"cannot resume {out} with different settings (saved, given): {diff}")
-    elif (out / CONFIG).exists() or (out / CHECKPOINT).exists():
-        if not overwrite:
-            raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-        # The old run's numbers and checkpoints must not pass for the new one's (a best.pt would be
-        # what evaluate measures).
-        for stale in (EVALUATION, PER_IMAGE, BDMC_CSV, BEST_CHECKPOINT):
-            (out / stale).unlink(missing_ok=True)
-        for pattern in ("checkpoint-*.pt", "evaluation-*.json", "per_image-*.csv", "bdmc-*.csv"):
-            for stale_file in out.glob(pattern):
-                stale_file.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):  # half-written temporaries of a process killed mid-write
-        stale.unlink()
+    device = world.device(resolve_device(config.device))
+    # Only rank 0 touches the run folder; what it reads (a checkpoint to resume) it gives the others.
+    state = world.on_main(lambda: _prepare_folder(config, out, resume=resume, overwrite=overwrite,
+                                                  map_location=device if not world.distributed else "cpu"))
+    if state is not None and int(state.get("world_size", 1)) != world.size:
+        raise RunFolderError(f"cannot resume {out} with {world.size} process(es): it was trained with "
+                             f"{state.get('world_size', 1)}; resume with torchrun --nproc-per-node "
+                             f"{state.get('world_size', 1)} (or without torchrun for 1)")
 
     torch.manual_seed(config.seed)
     data = load_data(
@@ -239,12 +227,21 @@ def train(
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         metrics = [dict(row) for row in state["metrics"]]
         start_epoch = int(state["epoch"]) + 1
+        if world.rank > 0:  # rank 0's generators are the ones restored above
+            torch.set_rng_state(state["rank_rng"][world.rank].cpu())
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(state["rank_cuda_rng"][world.rank].cpu(), device)
     else:
         engine = "eager" if mode == "semi-supervised" else engine_for(config, own_model=own_model, enumerates=enumerates)
-        atomic_write_text(out / CONFIG, json.dumps({"config": config.to_dict(), "versions": _versions(),
-                                                    "device": str(device), "cpu_threads": torch.get_num_threads(),
-                                                    "engine": engine}, indent=2))
-        atomic_write_text(out / METRICS, metrics_csv([]))
+        if world.main:
+            atomic_write_text(out / CONFIG, json.dumps({"config": config.to_dict(), "versions": _versions(),
+                                                        "device": str(device), "cpu_threads": torch.get_num_threads(),
+                                                        "engine": engine, "world_size": world.size}, indent=2))
+            atomic_write_text(out / METRICS, metrics_csv([]))
+        if world.rank > 0:  # each other rank draws its own latents; rank 0 what one process would
+            torch.manual_seed(rank_seed(config.seed, world.rank))
+    if world.distributed:
+        world.broadcast_tensors(vae.state_dict().values())  # type: ignore[attr-defined]
 
     y_train = data.train_labels if mode == "observed" else None
     steps = math.ceil(fit.shape[0] / config.batch_size)
@@ -267,10 +264,10 @@ def train(
             objective.x_labelled = x_epoch[labelled]  # this epoch's binarization of the labelled images
         weights = ([kl_weight(config, (epoch - 1) * steps + s, steps) for s in range(1, steps + 1)]
                    if weighted else None)
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not (show and world.main), leave=False)
         try:
             train_elbo = train_epoch(vae, objective, optimizer, x_epoch, order, config.batch_size, y=y_train,
-                                     progress=bar, kl_weights=weights)
+                                     progress=bar, kl_weights=weights, world=world)
         except TrainingDivergedError as err:
             kept = f"the checkpoint of epoch {epoch - 1} in {out} is intact" if epoch > 1 else "no checkpoint was written"
             raise TrainingDivergedError(
@@ -281,7 +278,9 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         vae.eval()  # type: ignore[attr-defined]
-        val_elbo = float(elbo_terms(vae, x_val, *val_args).elbo.mean()) if len(x_val) else float("nan")
+        # rank 0's validation ELBO is every rank's, so that all of them stop at the same epoch
+        val_elbo = world.on_main(lambda: float(elbo_terms(vae, x_val, *val_args).elbo.mean()) if len(x_val)
+                                 else float("nan"))
         row = {"epoch": epoch, "train_elbo": train_elbo, "val_elbo": val_elbo, "lr": lr,
                "kl_weight": weights[-1] if weights else config.beta, "seconds": time.perf_counter() - tic}
         metrics.append(row)
@@ -289,18 +288,22 @@ def train(
         also = [kept_checkpoint(epoch)] if epoch in config.keep_epochs else []
         if config.patience is not None and best == epoch:
             also.append(BEST_CHECKPOINT)
-        save_epoch(out, config, vae, optimizer, scheduler, data_rng, device, epoch, metrics, also=also)
+        save_epoch(out, config, vae, optimizer, scheduler, data_rng, device, epoch, metrics, also=also, world=world)
+        if not world.main:
+            stop = _early_stop(config, metrics, best)
+            continue
         val_text = f"val elbo {val_elbo:9.3f}" if len(x_val) else "no validation split"
         weight_text = f"  kl weight {row['kl_weight']:.3g}" if weighted else ""
         print(f"epoch {epoch:>3}/{config.epochs}  train elbo {row['train_elbo']:9.3f}  {val_text}  "
               f"nats/image{weight_text}  ({row['seconds']:.1f} s)", file=sys.stderr)
         stop = _early_stop(config, metrics, best)
-    if stop is not None:
+    if stop is not None and world.main:
         print(stop, file=sys.stderr)
 
     from pvae.plots import save_run_figures
 
-    save_run_figures(out, vae, data, metrics, config.binarization)
+    if world.main:
+        save_run_figures(out, vae, data, metrics, config.binarization)
     return TrainResult(vae=vae, run_dir=out, metrics=metrics, data=data, best_epoch=best if config.patience else None,
                        stopped_early=stop is not None)
 
@@ -326,6 +329,65 @@ def _early_stop(config: TrainConfig, metrics: list[dict[str, float]], best: int 
             f"the best, {value:.3f} nats per image at epoch {best}, is kept in {BEST_CHECKPOINT}")
 
 
+def _distributed_step(
+    vae: GraphicalModel, objective: Objective, optimizer: torch.optim.Optimizer, args: tuple[Tensor, ...], step: int,
+    start: int, elbo_sum: Tensor, world: World, *, share: float,
+) -> None:
+    """:func:`_svi_step` on this rank's ``share`` (B_r / B) of a global minibatch: the gradients and
+    the ELBO estimate are sum_r share_r * (rank r's), combined in one all-reduce before the step."""
+    xb = args[0]
+    params = list(vae.parameters())  # type: ignore[attr-defined]
+    optimizer.zero_grad(set_to_none=True)
+    value = torch.zeros((), device=xb.device)
+    if xb.shape[0] > 0:  # a last minibatch smaller than the world leaves some ranks without images
+        num_data = max(vae.num_data or 0, xb.shape[0])
+        with pyro.validation_enabled(False):
+            reported = (objective.unweighted_loss(vae.model, vae.guide, *args)
+                        if isinstance(objective, WeightedObjective) and objective.weight != 1.0 else None)
+            loss = objective.differentiable_loss(vae.model, vae.guide, *args)
+        if torch.isfinite(loss):
+            loss.backward()
+        auxiliary = getattr(objective, "auxiliary", None)
+        value = loss.detach() if reported is None else reported
+        value = -(value if auxiliary is None else value - auxiliary) / num_data
+    bad = (~torch.isfinite(value)).to(torch.float32)
+    elbo, nonfinite = world.reduce_gradients(params, share, torch.stack([value.nan_to_num(0.0) * share, bad]))
+    if nonfinite > 0:
+        raise TrainingDivergedError(f"the loss became non-finite at step {step} on {int(nonfinite)} of {world.size} "
+                                    f"processes (images {start}.. of this epoch's order)")
+    optimizer.step()
+    elbo_sum += elbo
+
+
+def _prepare_folder(config: TrainConfig, out: Path, *, resume: bool, overwrite: bool,
+                    map_location: torch.device | str) -> dict[str, Any] | None:
+    """Check the run folder fits the request, clear what an overwritten run left, and return the
+    checkpoint state to resume from (``None`` for a new run)."""
+    state: dict[str, Any] | None = None
+    if resume:
+        if not (out / CHECKPOINT).exists():
+            raise RunFolderError(f"cannot resume: {out} holds no {CHECKPOINT}; start a new run without --resume")
+        saved_config, state = load_run(out, map_location=map_location)
+        saved_config = replace(saved_config, out=config.out)  # the folder may have moved
+        if saved_config != config:
+            diff = {k: (v, config.to_dict()[k]) for k, v in saved_config.to_dict().items() if config.to_dict()[k] != v}
+            raise RunFolderError(f"cannot resume {out} with different settings (saved, given): {diff}")
+    elif (out / CONFIG).exists() or (out / CHECKPOINT).exists():
+        if not overwrite:
+            raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        # The old run's numbers and checkpoints must not pass for the new one's (a best.pt would be
+        # what evaluate measures).
+        for stale in (EVALUATION, PER_IMAGE, BDMC_CSV, BEST_CHECKPOINT):
+            (out / stale).unlink(missing_ok=True)
+        for pattern in ("checkpoint-*.pt", "evaluation-*.json", "per_image-*.csv", "bdmc-*.csv"):
+            for stale_file in out.glob(pattern):
+                stale_file.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):  # half-written temporaries of a process killed mid-write
+        stale.unlink()
+    return state
+
+
 def train_epoch(
     vae: GraphicalModel,
     objective: Objective,
@@ -337,6 +399,7 @@ def train_epoch(
     y: Tensor | None = None,
     progress: Any = None,
     kl_weights: Sequence[float] | None = None,
+    world: World = SINGLE,
 ) -> float:
     """One pass of SVI over the training images.
 
@@ -348,8 +411,11 @@ def train_epoch(
     :param progress: a tqdm bar to advance (``update(1)`` per step), or ``None``.
     :param kl_weights: for a :class:`~pvae.warmup.WeightedObjective`, the weight of the latent sites
         at each step of the epoch (KL warm-up, beta).
+    :param world: the processes of a distributed run (:mod:`pvae.distributed`): each step's
+        minibatch is ``batch_size`` images of ``order`` in all, of which this rank takes its share,
+        and the gradients are combined across ranks before the step.
     :returns: the mean over steps of the minibatch estimate of the per-image ELBO (nats), the true
-        ELBO (unweighted) whatever the weights.
+        ELBO (unweighted) whatever the weights; in a distributed run, of the global minibatches.
     """
     elbo_sum = torch.zeros((), device=x.device)
     steps = 0
@@ -359,10 +425,16 @@ def train_epoch(
         for start in range(0, order.shape[0], batch_size):
             steps += 1
             rows = order[start : start + batch_size]
-            args = (x[rows],) if y is None else (x[rows], y[rows])
             if kl_weights is not None:
                 objective.weight = kl_weights[steps - 1]
-            _svi_step(vae, objective, optimizer, args, steps, start, elbo_sum)
+            if world.distributed:
+                local = world.share(rows)
+                args = (x[local],) if y is None else (x[local], y[local])
+                _distributed_step(vae, objective, optimizer, args, steps, start, elbo_sum, world,
+                                  share=local.shape[0] / rows.shape[0])
+            else:
+                args = (x[rows],) if y is None else (x[rows], y[rows])
+                _svi_step(vae, objective, optimizer, args, steps, start, elbo_sum)
             if progress is not None:
                 progress.update(1)
                 if steps % 50 == 0:
@@ -413,12 +485,19 @@ def save_epoch(
     metrics: list[dict[str, float]],
     *,
     also: Sequence[str] = (),
+    world: World = SINGLE,
 ) -> None:
     """Write the epoch's checkpoint (everything a bit-identical resume needs), then ``metrics.csv``.
 
     :param also: other files of the run folder to hold the same state (``best.pt``, kept epochs),
         written first: a crash before ``checkpoint.pt`` redoes the epoch and rewrites them alike.
+    :param world: in a distributed run every rank calls this (it gathers their generators' states)
+        and rank 0 writes.
     """
+    rank_rng = world.gather(torch.get_rng_state())
+    rank_cuda_rng = world.gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+    if not world.main:
+        return
     state: dict[str, Any] = {
         "config": config.to_dict(),
         "epoch": epoch,
@@ -433,6 +512,10 @@ def save_epoch(
     }
     if device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    if world.distributed:
+        state.update(world_size=world.size, rank_rng=rank_rng)
+        if rank_cuda_rng is not None:
+            state["rank_cuda_rng"] = rank_cuda_rng
     # Checkpoint first, then the CSV from the checkpoint's own history: after a crash between the
     # two, resuming rewrites the CSV, so metrics always match the last complete checkpoint.
     for name in also:
