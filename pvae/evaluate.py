@@ -72,8 +72,8 @@ PER_IMAGE_FIELDS = ("index", "label", "elbo", "log_px", "kl_gap", "ess", "pareto
 METHODS = ("is", "ais", "bdmc")
 #: BDMC's per-image bounds on the simulated images.
 BDMC_CSV = "bdmc.csv"
-#: Images per block of an AIS evaluation: its draws are seeded per block (pvae.sharding), and a
-#: distributed evaluation deals the blocks to its processes.
+#: Most images per block of an AIS evaluation (fewer when chunk_size / chains is smaller): its draws
+#: are seeded per block (pvae.sharding), and a distributed evaluation deals the blocks to its processes.
 AIS_BLOCK_IMAGES = 1000
 
 
@@ -440,7 +440,8 @@ def _ais_evaluation(
         est = by_blocks(lambda xb, ab: ais_estimate(model.model, model.guide, xb, *ab, num_steps=num_steps,
                                                     num_leapfrog=num_leapfrog, num_chains=num_chains,
                                                     chunk_size=chunk_size, progress=bar.update),
-                        x, args, block=AIS_BLOCK_IMAGES, seed=seed, world=world)
+                        x, args, block=max(1, min(AIS_BLOCK_IMAGES, chunk_size // num_chains)), seed=seed,
+                        world=world)
     gap, n = est.log_px - elbo.to(est.log_px), len(x)
     if world.main:
         _per_image_csv(csv_path, {"index": list(range(n)), "label": labels.tolist(), "elbo": elbo.tolist(),

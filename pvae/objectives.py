@@ -156,6 +156,10 @@ class SemiSupervisedObjective:
         self.elbo, self.x_labelled, self.y_labelled, self.generator = elbo, x_labelled, y_labelled, generator
         self.classifier = Trace_ELBO(max_plate_nesting=1)
         self.auxiliary = torch.zeros(())
+        # In a distributed run (pvae.distributed): the global minibatch's size, and the processes,
+        # so that each rank takes its share of one labelled minibatch drawn alike on every rank.
+        self.global_batch: int | None = None
+        self.world: Any = None
 
     def differentiable_loss(self, model: Callable[..., Any], guide: Callable[..., Any], x: Tensor) -> Tensor:
         """-(ELBO of the unlabelled batch ``x`` + ELBO of a labelled batch) - alpha * log q(y|x).
@@ -167,7 +171,10 @@ class SemiSupervisedObjective:
         if owner is None or not hasattr(owner, "classifier_model"):
             raise ValueError("a SemiSupervisedObjective needs the bound model and guide of a model with classifier_model")
         num_labelled = self.x_labelled.shape[0]
-        rows = torch.randperm(num_labelled, generator=self.generator, device=self.x_labelled.device)[: x.shape[0]]
+        rows = torch.randperm(num_labelled, generator=self.generator, device=self.x_labelled.device)
+        rows = rows[: self.global_batch or x.shape[0]]
+        if self.world is not None:
+            rows = self.world.share(rows)
         xl, yl = self.x_labelled[rows], self.y_labelled[rows]
         aux = self.classifier.differentiable_loss(owner.classifier_model, owner.classifier_guide, xl, yl)
         self.auxiliary = aux.detach()

@@ -428,6 +428,8 @@ def train_epoch(
             if kl_weights is not None:
                 objective.weight = kl_weights[steps - 1]
             if world.distributed:
+                if hasattr(objective, "global_batch"):  # M2: its labelled minibatch is shared alike
+                    objective.global_batch, objective.world = rows.shape[0], world
                 local = world.share(rows)
                 args = (x[local],) if y is None else (x[local], y[local])
                 _distributed_step(vae, objective, optimizer, args, steps, start, elbo_sum, world,

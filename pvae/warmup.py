@@ -73,7 +73,9 @@ class WeightedObjective:
         return getattr(self.objective, "auxiliary", None)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "x_labelled":  # M2's labelled images of the epoch belong to the inner objective
+        # What a step sets on M2's objective (the epoch's labelled images, a distributed share) is the
+        # inner objective's.
+        if name not in ("objective", "weight") and hasattr(self.objective, name):
             setattr(self.objective, name, value)
         else:
             super().__setattr__(name, value)
@@ -83,11 +85,12 @@ class WeightedObjective:
         return self._loss(self.weight, model, guide, args)
 
     def unweighted_loss(self, model: Any, guide: Any, *args: Tensor) -> Tensor:
-        """The true loss (w = 1), without gradients, on the draws the next step will make: the random
+        """The true loss (w = 1), detached, on the draws the next step will make: the random
         streams (and the semi-supervised objective's data stream) are left as they were."""
         generator = getattr(self.objective, "generator", None)
         saved = generator.get_state() if generator is not None else None
-        with forked_rng(args[0].device), torch.no_grad():
+        # With gradients on, though none is taken: TraceEnum_ELBO (M2) refuses a loss without them.
+        with forked_rng(args[0].device):
             loss = self._loss(1.0, model, guide, args)
         if generator is not None:
             generator.set_state(saved)

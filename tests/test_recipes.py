@@ -257,3 +257,12 @@ def test_an_unknown_checkpoint_is_refused_with_the_ones_there(fake_mnist_root: P
         evaluate_run(out, device="cpu", checkpoint="checkpoint-7.pt", progress=False)
     with pytest.raises(Exception, match="names a file"):
         evaluate_run(out, device="cpu", checkpoint="../x.pt", progress=False)
+
+
+def test_warm_up_trains_the_semi_supervised_model(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """M2's objective (TraceEnum_ELBO with y summed out, and the classification term) weighted too:
+    its latents z and y are scaled, the labelled images' observed y is not."""
+    config = fake_config(fake_mnist_root, tmp_path / "run", model="m2", labels=50, kl_warmup=2, epochs=2)
+    result = train(config, progress=False)
+    assert [row["kl_weight"] for row in result.metrics] == pytest.approx([0.5, 1.0])
+    assert all(math.isfinite(row["train_elbo"]) for row in result.metrics)
