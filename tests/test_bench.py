@@ -130,3 +130,14 @@ def test_gpu_convergence_script_runs_on_cpu_at_a_tiny_budget(fake_mnist_root: Pa
     for model in ("vae", "hierarchical"):
         assert (tmp_path / "out" / f"curve-{model}.json").is_file()
         assert (tmp_path / "out" / f"metrics-{model}.csv").read_text().count("\n") == 5
+
+
+def test_distributed_speed_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """bench/distributed_speed.py launches torchrun with 1 and 2 processes and prints their throughput."""
+    proc = subprocess.run([sys.executable, str(BENCH / "distributed_speed.py"), "--procs", "1", "2", "--repeats", "1",
+                           "--epochs", "2", "--train-size", "200", "--val-size", "100", "--batch-size", "50",
+                           "--data-dir", str(fake_mnist_root), "--extra", "--z-dim", "2", "--hidden", "16"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2 and rows[0].endswith("| 1.00 | 1.00 |"), proc.stdout
