@@ -26,7 +26,7 @@ import datetime
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -35,8 +35,6 @@ from torch import Tensor
 from pvae.errors import ConfigError
 
 __all__ = ["World", "SINGLE", "current_world", "rank_seed", "RankFailedError"]
-
-T = TypeVar("T")
 
 # How long a rank waits for the others at a collective before it gives up: a rank that died
 # without torchrun noticing ends the run instead of hanging it.
@@ -104,15 +102,15 @@ class World:
             for tensor in tensors:
                 dist.broadcast(tensor, src=0)
 
-    def broadcast(self, value: T) -> T:
+    def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` (any picklable object) on every rank."""
         if not self.distributed:
             return value
         box = [value]
         dist.broadcast_object_list(box, src=0)
-        return box[0]  # type: ignore[return-value]
+        return box[0]  
 
-    def gather(self, value: T) -> list[T]:
+    def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value``, in rank order, on every rank."""
         if not self.distributed:
             return [value]
@@ -120,7 +118,7 @@ class World:
         dist.all_gather_object(out, value)
         return out
 
-    def on_main(self, fn: Callable[[], T]) -> T:
+    def on_main(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on rank 0 and give its result to every rank; an error there is raised on every
         rank (the same type where it can be rebuilt from its message), so no rank waits for ever."""
         if not self.distributed:
@@ -136,9 +134,10 @@ class World:
         kind, value = self.broadcast(outcome)
         if kind == "error":
             raise value
-        return value  # type: ignore[no-any-return]
+        return value
 
 
+#: The world of a run launched without torchrun: this process alone.
 SINGLE = World()
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,8 +23,6 @@ from pvae.importance import chunk_args
 
 __all__ = ["by_blocks", "block_seed", "concat_estimates"]
 
-T = TypeVar("T")
-
 
 def block_seed(seed: int, first: int) -> int:
     """The seed of the block whose first image is image ``first`` of the evaluation set."""
@@ -32,14 +30,14 @@ def block_seed(seed: int, first: int) -> int:
 
 
 def by_blocks(
-    estimate: Callable[[Tensor, tuple[Any, ...]], T],
+    estimate: Callable[[Tensor, tuple[Any, ...]], Any],
     x: Tensor,
     args: tuple[Any, ...],
     *,
     block: int,
     seed: int,
     world: World = SINGLE,
-) -> T:
+) -> Any:
     """``estimate(x_block, args_block)`` on the blocks of ``block`` images of ``x``, this rank's
     share of them, joined in image order by :func:`concat_estimates` on every rank.
 
@@ -67,7 +65,7 @@ def by_blocks(
     return concat_estimates([merged[first] for first in starts])
 
 
-def concat_estimates(parts: list[T]) -> T:
+def concat_estimates(parts: list[Any]) -> Any:
     """One estimate of all images from those of consecutive blocks: tensor fields joined along their
     last (image) dimension, ``seconds`` summed, the other fields (settings) taken from the first."""
     if not parts:
@@ -83,7 +81,7 @@ def concat_estimates(parts: list[T]) -> T:
             changes[f.name] = torch.cat([v.to(device) for v in values], dim=-1)
         elif f.name == "seconds":
             changes[f.name] = sum(values)
-    return dataclasses.replace(first, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(first, **changes)  
 
 
 def _to_cpu(part: Any) -> Any:
