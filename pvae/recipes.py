@@ -56,9 +56,10 @@ def recipe_fields(recipe: str) -> dict[str, Any]:
     ``iwae[:S]``: the schedule of Burda et al. (2016) with its first S stages (default 8, 3,280
     epochs), Adam at 1e-3 with epsilon 1e-4, batches of 20, and the paper's 400 validation images.
 
+    :raises ConfigError: for an unknown recipe or a stage count outside 1..8.
+
     >>> recipe_fields("iwae:5")["epochs"]
     121
-    :raises ConfigError: for an unknown recipe or a stage count outside 1..8.
     """
     name, _, arg = recipe.partition(":")
     if name != "iwae":

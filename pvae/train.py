@@ -329,36 +329,6 @@ def _early_stop(config: TrainConfig, metrics: list[dict[str, float]], best: int 
             f"the best, {value:.3f} nats per image at epoch {best}, is kept in {BEST_CHECKPOINT}")
 
 
-def _distributed_step(
-    vae: GraphicalModel, objective: Objective, optimizer: torch.optim.Optimizer, args: tuple[Tensor, ...], step: int,
-    start: int, elbo_sum: Tensor, world: World, *, share: float,
-) -> None:
-    """:func:`_svi_step` on this rank's ``share`` (B_r / B) of a global minibatch: the gradients and
-    the ELBO estimate are sum_r share_r * (rank r's), combined in one all-reduce before the step."""
-    xb = args[0]
-    params = list(vae.parameters())  # type: ignore[attr-defined]
-    optimizer.zero_grad(set_to_none=True)
-    value = torch.zeros((), device=xb.device)
-    if xb.shape[0] > 0:  # a last minibatch smaller than the world leaves some ranks without images
-        num_data = max(vae.num_data or 0, xb.shape[0])
-        with pyro.validation_enabled(False):
-            reported = (objective.unweighted_loss(vae.model, vae.guide, *args)
-                        if isinstance(objective, WeightedObjective) and objective.weight != 1.0 else None)
-            loss = objective.differentiable_loss(vae.model, vae.guide, *args)
-        if torch.isfinite(loss):
-            loss.backward()
-        auxiliary = getattr(objective, "auxiliary", None)
-        value = loss.detach() if reported is None else reported
-        value = -(value if auxiliary is None else value - auxiliary) / num_data
-    bad = (~torch.isfinite(value)).to(torch.float32)
-    elbo, nonfinite = world.reduce_gradients(params, share, torch.stack([value.nan_to_num(0.0) * share, bad]))
-    if nonfinite > 0:
-        raise TrainingDivergedError(f"the loss became non-finite at step {step} on {int(nonfinite)} of {world.size} "
-                                    f"processes (images {start}.. of this epoch's order)")
-    optimizer.step()
-    elbo_sum += elbo
-
-
 def _prepare_folder(config: TrainConfig, out: Path, *, resume: bool, overwrite: bool,
                     map_location: torch.device | str) -> dict[str, Any] | None:
     """Check the run folder fits the request, clear what an overwritten run left, and return the
@@ -444,14 +414,10 @@ def train_epoch(
     return elbo_sum.item() / steps
 
 
-def _svi_step(
-    vae: GraphicalModel, objective: Objective, optimizer: torch.optim.Optimizer, args: tuple[Tensor, ...], step: int,
-    start: int, elbo_sum: Tensor,
-) -> None:
-    """One gradient step on the minibatch ``args`` (images, and labels when the model takes them);
-    adds its per-image ELBO estimate to ``elbo_sum`` in place."""
-    xb = args[0]
-    num_data = max(vae.num_data or 0, xb.shape[0])  # the data plate's size, see pvae.models.common.data_plate
+def _minibatch_loss(vae: GraphicalModel, objective: Objective, args: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    """The loss of the minibatch ``args`` (images, and labels when the model takes them) and its
+    estimate of the per-image ELBO, detached: the true ELBO even when the objective is weighted."""
+    num_data = max(vae.num_data or 0, args[0].shape[0])  # the data plate's size, see pvae.models.common.data_plate
     # The data's support was checked once before training; re-validating every distribution's
     # arguments at every step costs ~7% of a CPU step and finds nothing new.
     with pyro.validation_enabled(False):
@@ -459,20 +425,54 @@ def _svi_step(
         reported = (objective.unweighted_loss(vae.model, vae.guide, *args)
                     if isinstance(objective, WeightedObjective) and objective.weight != 1.0 else None)
         loss = objective.differentiable_loss(vae.model, vae.guide, *args)
+    # The loss estimates -N * (per-image ELBO): the data plate scales the batch by N / B. M2's
+    # classification term is part of the objective, not of the ELBO it reports.
+    auxiliary = getattr(objective, "auxiliary", None)
+    value = loss.detach() if reported is None else reported
+    return loss, -(value if auxiliary is None else value - auxiliary) / num_data
+
+
+def _svi_step(
+    vae: GraphicalModel, objective: Objective, optimizer: torch.optim.Optimizer, args: tuple[Tensor, ...], step: int,
+    start: int, elbo_sum: Tensor,
+) -> None:
+    """One gradient step on the minibatch ``args`` (images, and labels when the model takes them);
+    adds its per-image ELBO estimate to ``elbo_sum`` in place."""
+    loss, elbo = _minibatch_loss(vae, objective, args)
     if not torch.isfinite(loss):
         # Stop before the step: one NaN gradient would spoil every parameter for good.
         raise TrainingDivergedError(
-            f"the loss became {loss.item()} at step {step} (images {start}..{start + len(xb) - 1} of this epoch's order)"
+            f"the loss became {loss.item()} at step {step} (images {start}..{start + len(args[0]) - 1} of this "
+            "epoch's order)"
         )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    # The loss estimates -N * (per-image ELBO): the data plate scales the batch by N / B. Summing on
-    # the device keeps GPU steps free of host synchronisation. M2's classification term is part of
-    # the objective, not of the ELBO it reports.
-    auxiliary = getattr(objective, "auxiliary", None)
-    value = loss.detach() if reported is None else reported
-    elbo_sum -= (value if auxiliary is None else value - auxiliary) / num_data
+    elbo_sum += elbo  # summed on the device: GPU steps stay free of host synchronisation
+
+
+def _distributed_step(
+    vae: GraphicalModel, objective: Objective, optimizer: torch.optim.Optimizer, args: tuple[Tensor, ...], step: int,
+    start: int, elbo_sum: Tensor, world: World, *, share: float,
+) -> None:
+    """:func:`_svi_step` on this rank's ``share`` (B_r / B) of a global minibatch: the gradients and
+    the ELBO estimate are sum_r share_r * (rank r's), combined in one all-reduce before the step."""
+    optimizer.zero_grad(set_to_none=True)
+    elbo = torch.zeros((), device=elbo_sum.device)
+    if args[0].shape[0] > 0:  # a last minibatch smaller than the world leaves some ranks without images
+        loss, elbo = _minibatch_loss(vae, objective, args)
+        if torch.isfinite(loss):
+            loss.backward()
+        else:
+            elbo = torch.full((), math.nan, device=elbo_sum.device)
+    bad = (~torch.isfinite(elbo)).to(torch.float32)
+    total, nonfinite = world.reduce_gradients(vae.parameters(),  # type: ignore[attr-defined]
+                                              share, torch.stack([elbo.nan_to_num(0.0) * share, bad]))
+    if nonfinite > 0:
+        raise TrainingDivergedError(f"the loss became non-finite at step {step} on {int(nonfinite)} of {world.size} "
+                                    f"processes (images {start}.. of this epoch's order)")
+    optimizer.step()
+    elbo_sum += total
 
 
 def save_epoch(
