@@ -34,7 +34,7 @@ from torch import Tensor
 
 from pvae.errors import ConfigError
 
-__all__ = ["World", "SINGLE", "current_world", "rank_seed", "RankFailedError"]
+__all__ = ["World", "GradientBucket", "SINGLE", "current_world", "rank_seed", "RankFailedError"]
 
 # How long a rank waits for the others at a collective before it gives up: a rank that died
 # without torchrun noticing ends the run instead of hanging it.
@@ -79,23 +79,6 @@ class World:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def reduce_gradients(self, parameters: Iterable[torch.nn.Parameter], weight: float, extra: Tensor) -> Tensor:
-        """Replace each gradient by sum_r weight_r * grad_r, and sum ``extra`` alike, in one all-reduce.
-
-        :param weight: B_r / B, this rank's share of the global minibatch.
-        :param extra: a few numbers to sum across ranks in the same call (the step's ELBO, a NaN flag).
-        :returns: ``extra`` summed over the ranks.
-        """
-        params = [p for p in parameters if p.requires_grad]
-        # a parameter this rank's share did not reach has no gradient here, but may have one elsewhere
-        pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) * weight for p in params]
-        flat = self.sum_(torch.cat([*pieces, extra.reshape(-1).to(extra.device, torch.float32)]))
-        offset = 0
-        for p in params:
-            p.grad = flat[offset: offset + p.numel()].view_as(p)
-            offset += p.numel()
-        return flat[offset:]
-
     def broadcast_tensors(self, tensors: Iterable[Tensor]) -> None:
         """Overwrite ``tensors`` (a model's parameters and buffers) with rank 0's, in place."""
         if self.distributed:
@@ -135,6 +118,49 @@ class World:
         if kind == "error":
             raise value
         return value
+
+
+class GradientBucket:
+    """The gradients of a model's parameters as views of one flat buffer, with a few numbers more,
+    summed across the ranks by a single all-reduce (what ``DistributedDataParallel`` does with
+    ``gradient_as_bucket_view``): backward accumulates straight into the buffer, and nothing is
+    copied before or after the collective, whose latency (about 2-3 ms on gloo) dominates a CPU step.
+
+    :param parameters: the trained parameters, all of one dtype and device.
+    :param extras: how many numbers ride along (the step's ELBO estimate, a flag of a non-finite loss).
+    """
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], world: World, *, extras: int = 2) -> None:
+        self.params = [p for p in parameters if p.requires_grad]
+        kinds = {(p.dtype, p.device) for p in self.params}
+        if len(kinds) != 1:
+            raise ConfigError(f"distributed training needs the parameters on one device in one dtype; got {kinds}")
+        dtype, device = kinds.pop()
+        self.world, self.extras = world, extras
+        self.flat = torch.zeros(sum(p.numel() for p in self.params) + extras, dtype=dtype, device=device)
+        self.views, offset = [], 0
+        for p in self.params:
+            self.views.append(self.flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+        self.zero_()
+
+    def zero_(self) -> None:
+        """Zero the buffer and make every parameter's ``.grad`` its view again (a parameter no image
+        of this rank's share reached keeps a zero gradient, which the others' may add to)."""
+        self.flat.zero_()
+        for p, view in zip(self.params, self.views):
+            if p.grad is None or p.grad.data_ptr() != view.data_ptr():
+                p.grad = view
+
+    def all_reduce(self, extra: Tensor) -> Tensor:
+        """Sum the gradients and ``extra`` (``(extras,)``) over the ranks in place; returns the summed extras."""
+        for p, view in zip(self.params, self.views):
+            if p.grad is not None and p.grad.data_ptr() != view.data_ptr():  # replaced by someone: kept anyway
+                view.copy_(p.grad)
+                p.grad = view
+        self.flat[-self.extras :] = extra
+        self.world.sum_(self.flat)
+        return self.flat[-self.extras :]
 
 
 #: The world of a run launched without torchrun: this process alone.

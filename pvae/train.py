@@ -30,7 +30,7 @@ from pvae.components import build_model, check_config
 from pvae.config import TrainConfig
 from pvae.data import ImageData, binarize, dequantize, fixed_eval_set, labelled_subset, load_data
 from pvae.devices import forked_rng, resolve_device
-from pvae.distributed import SINGLE, World, current_world, rank_seed
+from pvae.distributed import SINGLE, GradientBucket, World, current_world, rank_seed
 from pvae.errors import ConfigError
 from pvae.evaluate import BDMC_CSV, elbo_terms
 from pvae.objectives import (
@@ -389,6 +389,7 @@ def train_epoch(
     """
     elbo_sum = torch.zeros((), device=x.device)
     steps = 0
+    bucket = GradientBucket(vae.parameters(), world) if world.distributed else None  # type: ignore[attr-defined]
     with warnings.catch_warnings():
         # Pyro warns on a NaN loss; the check below stops training with a clearer message instead.
         warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
@@ -402,7 +403,7 @@ def train_epoch(
                     objective.global_batch, objective.world = rows.shape[0], world
                 local = world.share(rows)
                 args = (x[local],) if y is None else (x[local], y[local])
-                _distributed_step(vae, objective, optimizer, args, steps, start, elbo_sum, world,
+                _distributed_step(vae, objective, optimizer, args, steps, start, elbo_sum, bucket,
                                   share=local.shape[0] / rows.shape[0])
             else:
                 args = (x[rows],) if y is None else (x[rows], y[rows])
@@ -453,22 +454,22 @@ def _svi_step(
 
 def _distributed_step(
     vae: GraphicalModel, objective: Objective, optimizer: torch.optim.Optimizer, args: tuple[Tensor, ...], step: int,
-    start: int, elbo_sum: Tensor, world: World, *, share: float,
+    start: int, elbo_sum: Tensor, bucket: GradientBucket, *, share: float,
 ) -> None:
     """:func:`_svi_step` on this rank's ``share`` (B_r / B) of a global minibatch: the gradients and
     the ELBO estimate are sum_r share_r * (rank r's), combined in one all-reduce before the step."""
-    optimizer.zero_grad(set_to_none=True)
+    bucket.zero_()
     elbo = torch.zeros((), device=elbo_sum.device)
     if args[0].shape[0] > 0:  # a last minibatch smaller than the world leaves some ranks without images
         loss, elbo = _minibatch_loss(vae, objective, args)
         if torch.isfinite(loss):
-            loss.backward()
+            (loss * share).backward()  # the share weights the gradient as it is computed
         else:
             elbo = torch.full((), math.nan, device=elbo_sum.device)
-    bad = (~torch.isfinite(elbo)).to(torch.float32)
-    total, nonfinite = world.reduce_gradients(vae.parameters(),  # type: ignore[attr-defined]
-                                              share, torch.stack([elbo.nan_to_num(0.0) * share, bad]))
+    bad = (~torch.isfinite(elbo)).to(elbo.dtype)
+    total, nonfinite = bucket.all_reduce(torch.stack([elbo.nan_to_num(0.0) * share, bad]))
     if nonfinite > 0:
+        world = bucket.world
         raise TrainingDivergedError(f"the loss became non-finite at step {step} on {int(nonfinite)} of {world.size} "
                                     f"processes (images {start}.. of this epoch's order)")
     optimizer.step()
