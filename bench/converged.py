@@ -29,6 +29,7 @@ on ``--final-images`` test images (all of them by default). ``--no-train`` measu
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import statistics
@@ -39,7 +40,7 @@ from typing import Any
 from pvae import TrainConfig
 from pvae.evaluate import evaluate_run
 from pvae.recipes import IWAE_STAGES, iwae_epochs, recipe_fields
-from pvae.runs import CHECKPOINT, EVALUATION, METRICS, kept_checkpoint, load_config
+from pvae.runs import CHECKPOINT, EVALUATION, METRICS, PER_IMAGE, kept_checkpoint, load_config
 from pvae.train import train
 
 # (varied, prior, guide) of the component table's rows
@@ -100,6 +101,17 @@ def _seconds_per_epoch(run: Path) -> float:
     return statistics.median(float(line.split(",")[column]) for line in lines[1:])
 
 
+def _per_image_log_px(run: Path) -> list[float]:
+    with open(run / PER_IMAGE, newline="") as f:
+        return [float(row["log_px"]) for row in csv.DictReader(f)]
+
+
+def _paired(values: list[float], baseline: list[float]) -> str:
+    """Mean and standard error of the per-image difference ``values - baseline``."""
+    diffs = [a - b for a, b in zip(values, baseline, strict=True)]
+    return f"{statistics.fmean(diffs):+.2f} ± {statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}"
+
+
 def _pm(result: dict[str, Any], key: str) -> str:
     return f"{result[key]:.2f} ± {result[key + '_stderr']:.2f}"
 
@@ -109,8 +121,9 @@ def components(args: argparse.Namespace) -> None:
     print(f"MNIST, {args.train_size or 50_000} training images, {args.epochs} epochs, KL warm-up over {args.kl_warmup} epochs, batch "
           f"{args.batch_size}, Adam 1e-3 cosine, seed {args.seed}; test images 1..{args.iw_images} (binarized once, "
           f"seed 0), log p(x) with K = {args.iw_samples}")
-    lines = ["| varied | prior | guide | test elbo | test log_px | kl_gap | active units | s/epoch |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| varied | prior | guide | test elbo | test log_px | log_px − baseline (paired) | kl_gap | active units "
+             "| s/epoch |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    baseline: list[float] | None = None
     print("\n".join(lines), flush=True)
     summary = []
     for varied, prior, guide in COMPONENT_ROWS:
@@ -125,7 +138,12 @@ def components(args: argparse.Namespace) -> None:
         run = Path(str(config.out))
         result = measured(run, None, num_images=args.iw_images, num_samples=args.iw_samples, device=args.device,
                           data_dir=args.data_dir)
-        line = (f"| {varied} | {prior} | {guide} | {_pm(result, 'elbo')} | {_pm(result, 'log_px')} | "
+        per_image = _per_image_log_px(run)
+        if varied == "baseline":
+            baseline = per_image
+        # the same test images and the same seed in every row: the difference is measured image by image
+        paired = _paired(per_image, baseline) if baseline is not None and varied != "baseline" else "—"
+        line = (f"| {varied} | {prior} | {guide} | {_pm(result, 'elbo')} | {_pm(result, 'log_px')} | {paired} | "
                 f"{result['kl_gap']:.2f} | {result['active_units']} | {_seconds_per_epoch(run):.1f} |")
         print(line, flush=True)
         lines.append(line)
