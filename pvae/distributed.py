@@ -34,15 +34,11 @@ from torch import Tensor
 
 from pvae.errors import ConfigError
 
-__all__ = ["World", "GradientBucket", "SINGLE", "current_world", "rank_seed", "RankFailedError"]
+__all__ = ["World", "GradientBucket", "SINGLE", "current_world", "rank_seed"]
 
 # How long a rank waits for the others at a collective before it gives up: a rank that died
 # without torchrun noticing ends the run instead of hanging it.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
-
-
-class RankFailedError(RuntimeError):
-    """Another process of a distributed run failed; this one stopped with it."""
 
 
 @dataclass(frozen=True)
