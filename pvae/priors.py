@@ -13,6 +13,7 @@ flows do not, and the ELBO then estimates the KL by Monte Carlo.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -20,6 +21,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 from torch import Tensor, nn
+from torch.distributions import Independent, Normal
 from torch.nn import functional as F
 
 __all__ = [
@@ -142,6 +144,58 @@ class _BroadcastMixture(dist.MixtureSameFamily):
         x = super()._pad(x)
         event = self.component_distribution.event_shape
         return x.expand(x.shape[: x.dim() - len(event) - 1] + (self._num_component,) + event)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p(z) of ``z`` shaped ``(..., z_dim)``; returns ``(...)``.
+
+        Diagonal Gaussian components (the diagonal guide's q(z|u_k)) take a matrix product
+        instead of the generic path: that path materializes ``(..., K, z_dim)``, which at K = 500
+        components and 5000 importance samples per image made log p(x) an hour's evaluation.
+        """
+        components = self.component_distribution
+        if not (
+            isinstance(components, Independent)
+            and components.reinterpreted_batch_ndims == 1
+            and type(components.base_dist) in (Normal, dist.Normal)
+        ):
+            return super().log_prob(x)
+        # The data plate expands the prior to batch_shape (N,); the components' parameters are then
+        # stride-0 views of one (K, z_dim) table, which is what the matrix products need.
+        loc, scale = (_unexpanded(t, len(self.batch_shape)) for t in (components.base_dist.loc, components.base_dist.scale))
+        if loc is None or scale is None:
+            return super().log_prob(x)
+        if self._validate_args:
+            self._validate_sample(x)
+        log_components = _diagonal_normal_log_prob(x, loc, scale)  # (..., K), broadcast with the logits below
+        return torch.logsumexp(log_components + torch.log_softmax(self.mixture_distribution.logits, -1), dim=-1)
+
+
+def _unexpanded(t: Tensor, batch_dims: int) -> Tensor | None:
+    """The ``(K, z_dim)`` table behind ``t`` shaped ``(*batch, K, z_dim)``, when every batch dimension
+    is a broadcast (stride 0, so all its entries are one and the same); otherwise ``None``."""
+    if any(t.stride(d) != 0 for d in range(batch_dims) if t.shape[d] != 1):
+        return None
+    return t[(0,) * batch_dims] if batch_dims else t
+
+
+def _diagonal_normal_log_prob(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """log N(z; loc_k, diag(scale_k^2)) for every component k at once.
+
+    :param z: points ``(..., m)``.
+    :param loc: means ``(K, m)``.
+    :param scale: standard deviations ``(K, m)``, positive.
+    :returns: ``(..., K)``.
+
+    The squared Mahalanobis distance is expanded as z^2 . p - 2 z . (mu p) + mu^2 . p with
+    p = 1 / scale^2, two matrix products. The terms cancel, and with scales of 1e-2 they reach
+    1e4 or more, which float32 would round at the 1e-3 level; they are summed in float64, which
+    costs little beside the expansion this replaces.
+    """
+    precision = scale.double().pow(-2)
+    z64, loc64 = z.double(), loc.double()
+    squared = z64.square() @ precision.T - 2 * (z64 @ (loc64 * precision).T) + (loc64.square() * precision).sum(-1)
+    log_norm = -scale.double().log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+    return (log_norm - 0.5 * squared).to(z.dtype)
 
 
 class VampPrior(nn.Module):

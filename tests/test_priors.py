@@ -4,6 +4,7 @@ learning (a learned prior fits a fixed aggregate posterior better than N(0, I)).
 from __future__ import annotations
 
 import numpy as np
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
@@ -11,10 +12,10 @@ from scipy import stats
 from scipy.special import logsumexp
 from torch.nn import functional as F
 
-from pvae.guides import DiagonalPosterior
+from pvae.guides import DiagonalPosterior, FullCovariancePosterior
 from pvae.likelihoods import Gaussian
 from pvae.models import VAE
-from pvae.priors import DiagonalNormal, FlowPrior, Laplace, MixtureOfGaussians, StandardNormal, StudentT, VampPrior
+from pvae.priors import _BroadcastMixture, DiagonalNormal, FlowPrior, Laplace, MixtureOfGaussians, StandardNormal, StudentT, VampPrior
 
 
 def _points(n: int, z_dim: int) -> torch.Tensor:
@@ -70,6 +71,56 @@ def test_vamp_prior_log_prob_is_the_equal_mixture_of_the_guides_posteriors() -> 
     want = logsumexp(per_component, axis=-1) - np.log(4)
     got = prior().log_prob(torch.from_numpy(z)).detach()
     torch.testing.assert_close(got, torch.from_numpy(want), rtol=1e-10, atol=1e-10)
+
+
+def test_vamp_prior_fast_density_keeps_float32_accuracy_and_gradients() -> None:
+    """The diagonal components' matrix-product density (z shaped (particles, images, m)) equals the
+    float64 mixture within float32 rounding, even with scales of 1e-2 where the expanded terms cancel,
+    and its gradients in z and in the components' parameters equal the generic path's."""
+    torch.manual_seed(0)
+    num_components, z_dim = 50, 6
+    loc = torch.randn(num_components, z_dim, requires_grad=True)
+    scale = (0.01 + 0.3 * torch.rand(num_components, z_dim)).requires_grad_()
+    z = (loc.detach()[:4] + 0.02 * torch.randn(7, 4, z_dim)).requires_grad_()
+    weights = torch.distributions.Categorical(logits=torch.zeros(num_components))
+    fast = _BroadcastMixture(weights, dist.Normal(loc, scale).to_event(1)).log_prob(z)
+    assert fast.shape == (7, 4) and fast.dtype == torch.float32
+    reference = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=torch.zeros(num_components, dtype=torch.float64)),
+        dist.Normal(loc.double(), scale.double()).to_event(1),
+    ).log_prob(z.double())
+    # log-densities near +100 here; float32 carries about 1e-5 of them
+    torch.testing.assert_close(fast.double(), reference, rtol=0, atol=1e-4)
+    generic = torch.distributions.MixtureSameFamily(weights, dist.Normal(loc, scale).to_event(1)).log_prob(z)
+    for got, want in zip(torch.autograd.grad(fast.sum(), (z, loc, scale)), torch.autograd.grad(generic.sum(), (z, loc, scale))):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_vamp_prior_expanded_over_the_data_plate_takes_the_fast_density(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the data plate the prior is expanded to batch_shape (N,); its density still comes from
+    the matrix products (the generic mixture density is made to fail here) and equals the unexpanded one."""
+    posterior = DiagonalPosterior(6, 3, (8,), "tanh")
+    prior = VampPrior(3, posterior, torch.rand(5, 6))
+    z = torch.randn(7, 4, 3)
+    want = prior().log_prob(z)
+    expanded = prior().expand((4,))
+    assert expanded.batch_shape == (4,)
+
+    def generic(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the generic mixture density was used")
+
+    monkeypatch.setattr(torch.distributions.MixtureSameFamily, "log_prob", generic)
+    torch.testing.assert_close(expanded.log_prob(z), want, rtol=1e-6, atol=1e-5)
+
+
+def test_vamp_prior_density_with_a_full_covariance_guide_takes_the_generic_path() -> None:
+    """Components that are not diagonal Gaussians are summed by torch's mixture, unchanged."""
+    posterior = FullCovariancePosterior(6, 2, (8,), "tanh").double()
+    prior = VampPrior(2, posterior, torch.rand(4, 6, dtype=torch.float64))
+    z = _points(30, 2)
+    components = posterior(prior.pseudo_inputs)
+    want = torch.logsumexp(components.log_prob(z.unsqueeze(-2)), -1) - np.log(4)
+    torch.testing.assert_close(prior().log_prob(z), want, rtol=1e-10, atol=1e-10)
 
 
 def test_vamp_prior_owns_only_its_pseudo_inputs() -> None:
