@@ -9,8 +9,8 @@ script prints the per-image log p(x) difference beside the time ratio (generic /
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/vamp_density.py [--images 4] [--num-samples 5000] [--repeats 2]
 
-The model is the default one (784-500-500-40... widths of ``TrainConfig``) with ``--prior vamp:500``,
-untrained, with pseudo-inputs from uniform noise: the timing does not depend on the weights.
+The model is the default one (784-200-200-50 tanh MLPs, Bernoulli likelihood, diagonal guide) with
+``--prior vamp:500``, untrained, its pseudo-inputs uniform noise: the timing does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
             t, estimates[name] = timed(name == "generic")
             seconds[name].append(t)
     diff = (estimates["pvae"] - estimates["generic"]).abs().max().item()
-    print(f"VampPrior K={args.components}, z_dim={model.z_dim if hasattr(model, 'z_dim') else '?'}, "
+    print(f"VampPrior K={args.components}, z_dim={model.z_dim}, "
           f"{args.images} images x {args.num_samples} samples, {torch.get_num_threads()} thread(s)")
     for name, ts in seconds.items():
         print(f"  {name:8s} median {statistics.median(ts):7.2f} s  ({', '.join(f'{t:.2f}' for t in ts)})")
