@@ -15,7 +15,16 @@ from torch.nn import functional as F
 from pvae.guides import DiagonalPosterior, FullCovariancePosterior
 from pvae.likelihoods import Gaussian
 from pvae.models import VAE
-from pvae.priors import _BroadcastMixture, DiagonalNormal, FlowPrior, Laplace, MixtureOfGaussians, StandardNormal, StudentT, VampPrior
+from pvae.priors import (
+    DiagonalNormal,
+    FlowPrior,
+    Laplace,
+    MixtureOfGaussians,
+    StandardNormal,
+    StudentT,
+    VampPrior,
+    _BroadcastMixture,
+)
 
 
 def _points(n: int, z_dim: int) -> torch.Tensor:
