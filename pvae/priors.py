@@ -191,10 +191,10 @@ def _diagonal_normal_log_prob(z: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
     1e4 or more, which float32 would round at the 1e-3 level; they are summed in float64, which
     costs little beside the expansion this replaces.
     """
-    precision = scale.double().pow(-2)
-    z64, loc64 = z.double(), loc.double()
+    z64, loc64, scale64 = z.double(), loc.double(), scale.double()
+    precision = scale64.pow(-2)
     squared = z64.square() @ precision.T - 2 * (z64 @ (loc64 * precision).T) + (loc64.square() * precision).sum(-1)
-    log_norm = -scale.double().log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+    log_norm = -scale64.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
     return (log_norm - 0.5 * squared).to(z.dtype)
 
 
