@@ -18,12 +18,15 @@ with epsilon 1e-4, stage i of 3^i epochs at 1e-3 * 10^(-i/7), 400 validation ima
 the checkpoint at every stage's end. The learning curve is test log p(x) (K = ``--iw-samples`` on
 the first ``--curve-images`` test images) at each kept stage end; the last checkpoint is measured
 on ``--final-images`` test images (all of them by default). ``--no-train`` measures what a run
-(for instance one cut off by its time budget) has so far.
+(for instance one cut off by its time budget) has so far. ``figure`` draws the curves of such runs
+(their ``curve.json``) in one PNG, beside published numbers.
 
     PVAE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/converged.py components \\
         --root /work/runs/components --epochs 100 --kl-warmup 20
     PVAE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/converged.py iwae \\
         --root /work/runs --name iwae-vae --stages 8
+    .venv/bin/python bench/converged.py figure --curve "VAE" /work/runs/iwae-vae/curve.json \\
+        --reference "VAE, Burda et al. 2016" -86.76 --out iwae_curves.png
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 
 from pvae import TrainConfig
 from pvae.evaluate import evaluate_run
+from pvae.plots import plot_log_px_curves
 from pvae.recipes import IWAE_STAGES, iwae_epochs, recipe_fields
 from pvae.runs import CHECKPOINT, EVALUATION, METRICS, PER_IMAGE, kept_checkpoint, load_config
 from pvae.train import train
@@ -189,9 +193,32 @@ def iwae(args: argparse.Namespace) -> None:
     (run / "curve.json").write_text(json.dumps({"curve": curve, "final": final}, indent=2))
 
 
+def figure(args: argparse.Namespace) -> None:
+    """The learning curves of ``iwae`` runs (their ``curve.json``) in one figure, beside published numbers."""
+    curves = {}
+    for label, path in args.curve:
+        try:
+            curves[label] = json.loads(Path(path).read_text())["curve"]
+        except (OSError, ValueError, KeyError) as error:
+            raise SystemExit(f"--curve {label!r} {path}: expected the curve.json of bench/converged.py iwae ({error})")
+    references = {}
+    for label, value in args.reference:
+        try:
+            references[label] = float(value)
+        except ValueError:
+            raise SystemExit(f"--reference {label!r} {value!r}: expected a log p(x) in nats, e.g. -86.76") from None
+    print(plot_log_px_curves(curves, args.out, references=references))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="suite", required=True)
+    fig = sub.add_parser("figure", help="the curves of iwae runs in one PNG, beside published numbers")
+    fig.add_argument("--curve", nargs=2, action="append", required=True, metavar=("LABEL", "CURVE_JSON"),
+                     help="a run's label and the curve.json that bench/converged.py iwae wrote (repeatable)")
+    fig.add_argument("--reference", nargs=2, action="append", default=[], metavar=("LABEL", "LOG_PX"),
+                     help="a published log p(x) in nats (minus the paper's nll), drawn as a line (repeatable)")
+    fig.add_argument("--out", required=True, help="the PNG to write")
     for name in ("components", "iwae"):
         p = sub.add_parser(name)
         p.add_argument("--root", required=True, help="folder of the run folders (outside the repository)")
@@ -219,10 +246,7 @@ def main() -> None:
     iw.add_argument("--curve-images", type=int, default=1000, help="test images per point of the curve")
     iw.add_argument("--final-images", type=int, default=None, help="test images for the last checkpoint (all)")
     args = parser.parse_args()
-    if args.suite == "components":
-        components(args)
-    else:
-        iwae(args)
+    {"components": components, "iwae": iwae, "figure": figure}[args.suite](args)
 
 
 if __name__ == "__main__":

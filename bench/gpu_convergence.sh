@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The IWAE paper's whole schedule (Burda et al. 2016: 8 stages, 3,280 epochs, lr 1e-3 * 10^(-i/7))
 # for the one- and two-layer models on one GPU, then test log p(x) with K = 5000: numbers, learning
-# curves and the run folders' metrics in one folder.
+# curves (curves.png) and the run folders' metrics in one folder.
 #
 #   bench/gpu_convergence.sh OUT_DIR
 #
@@ -37,8 +37,13 @@ mkdir -p "$out"
         echo "$model: $(( $(date +%s) - start )) s in all"
     done
 } | tee "$out/summary.md"
-# Beside the summary, what comes back from a device machine (files two folders down at most):
+# Beside the summary, what comes back from a device machine (files two folders down at most), and
+# the curves in one figure beside the paper's VAEs (Burda et al. 2016, Table 1: nll 86.76 and 85.33).
+curves=()
 for model in ${MODELS:-vae hierarchical}; do
     cp "$out/iwae-$model/metrics.csv" "$out/metrics-$model.csv"
     cp "$out/iwae-$model/curve.json" "$out/curve-$model.json"
+    curves+=(--curve "$model" "$out/curve-$model.json")
 done
+"$py" "$here/bench/converged.py" figure "${curves[@]}" --reference "one layer, Burda et al." -86.76 \
+    --reference "two layers, Burda et al." -85.33 --out "$out/curves.png" >/dev/null

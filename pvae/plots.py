@@ -14,7 +14,9 @@ of :mod:`pvae.models` or one of your own:
   manifold (:func:`plot_manifold`; Kingma & Welling 2014, Figure 4) and the true posterior p(z|x),
   normalized on a grid, beside q(z|x) (:func:`plot_posteriors`);
 * per image, the ELBO against log p(x) and the importance sampler's effective sample size, from a
-  run's ``per_image.csv`` (:func:`plot_elbo_vs_log_px`, :func:`plot_ess_histogram`).
+  run's ``per_image.csv`` (:func:`plot_elbo_vs_log_px`, :func:`plot_ess_histogram`);
+* across runs, test log p(x) against training epochs beside published numbers
+  (:func:`plot_log_px_curves`).
 
 Plotting lives here and never inside the training loop; every ``plot_*`` function takes a model or
 numbers, writes one figure and returns the PNG's path (with ``pdf=True`` a PDF is written beside
@@ -29,7 +31,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +63,7 @@ __all__ = [
     "plot_posteriors",
     "plot_elbo_vs_log_px",
     "plot_ess_histogram",
+    "plot_log_px_curves",
     "read_per_image_csv",
     "plot_run",
     "sample_run",
@@ -438,6 +441,40 @@ def plot_elbo_vs_log_px(elbo: Tensor, log_px: Tensor, path: str | Path, *, pdf: 
     ax.set_title(f"{len(e)} images; mean gap log p(x) - ELBO = {float((lp - e).mean()):.2f} nats", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path, pdf)
+
+
+def plot_log_px_curves(
+    curves: Mapping[str, Sequence[dict[str, float]]],
+    path: str | Path,
+    *,
+    references: Mapping[str, float] | None = None,
+    pdf: bool = False,
+) -> Path:
+    """Test log p(x) against training epochs (log scale) for one or more runs, with its standard error
+    as error bars, and published results as horizontal lines: a learning curve beside a paper's table.
+
+    :param curves: a label per run -> its points, each with ``epoch``, ``log_px`` (nats per image,
+        higher is better) and optionally ``log_px_stderr``; e.g. ``curve.json``'s ``curve`` as
+        written by ``bench/converged.py iwae``.
+    :param references: a label -> a published log p(x) in nats (i.e. minus the paper's nll).
+    """
+    if not curves or any(len(points) == 0 for points in curves.values()):
+        raise ValueError("expected at least one curve, each with at least one point (epoch, log_px)")
+    fig = Figure(figsize=(5.5, 3.8), dpi=DPI)
+    ax = fig.subplots()
+    for i, (label, points) in enumerate(curves.items()):
+        ax.errorbar([p["epoch"] for p in points], [p["log_px"] for p in points],
+                    yerr=[p.get("log_px_stderr", 0.0) for p in points], fmt="o-", ms=4, capsize=2,
+                    color=f"C{i}", label=label)
+    for j, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(value, color=f"C{len(curves) + j}", ls="--", lw=1, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("epoch (log scale)")
+    ax.set_ylabel("test log p(x), nats per image")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path, pdf)
 

@@ -4,6 +4,7 @@ print (CI never times them; these runs only keep the scripts from rotting)."""
 from __future__ import annotations
 
 import re
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -116,9 +117,25 @@ def test_converged_components_bench_trains_resumes_and_measures(fake_mnist_root:
     assert _converged(*args, cwd=tmp_path).splitlines()[-2:] == first.splitlines()[-2:]
 
 
+def test_converged_figure_draws_curves_and_refuses_bad_input(tmp_path: Path) -> None:
+    """bench/converged.py figure: a PNG from curve.json files; a file that is not one, or a reference
+    that is not a number, is refused with one line naming it."""
+    (tmp_path / "curve.json").write_text(json.dumps({"curve": [{"epoch": 1, "log_px": -110.0, "log_px_stderr": 1.0},
+                                                               {"epoch": 4, "log_px": -100.0, "log_px_stderr": 0.9}]}))
+    out = _converged("figure", "--curve", "k = 1", "curve.json", "--reference", "paper", "-86.76", "--out", "c.png",
+                     cwd=tmp_path)
+    assert out.strip().endswith("c.png") and (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "other.json").write_text("{}")
+    for args, message in ((("--curve", "x", "other.json"), "expected the curve.json"),
+                          (("--curve", "x", "curve.json", "--reference", "paper", "86.x"), "expected a log p(x)")):
+        proc = subprocess.run([sys.executable, str(BENCH / "converged.py"), "figure", *args, "--out", "bad.png"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and message in proc.stderr and not (tmp_path / "bad.png").exists(), proc.stderr
+
+
 def test_gpu_convergence_script_runs_on_cpu_at_a_tiny_budget(fake_mnist_root: Path, tmp_path: Path) -> None:
     """bench/gpu_convergence.sh: both models through the schedule's first 2 stages, the curve at each
-    stage end and the numbers in one folder."""
+    stage end, the numbers and the curves' figure in one folder."""
     env = {"PVAE_DATA_DIR": str(fake_mnist_root), "PYTHON": sys.executable, "DEVICE": "cpu", "STAGES": "2",
            "BATCH": "100", "K": "5", "CURVE_IMAGES": "20", "FINAL_IMAGES": "20", "TRAIN_SIZE": "100",
            "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
@@ -130,6 +147,7 @@ def test_gpu_convergence_script_runs_on_cpu_at_a_tiny_budget(fake_mnist_root: Pa
     for model in ("vae", "hierarchical"):
         assert (tmp_path / "out" / f"curve-{model}.json").is_file()
         assert (tmp_path / "out" / f"metrics-{model}.csv").read_text().count("\n") == 5
+    assert (tmp_path / "out" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_distributed_speed_bench_runs(fake_mnist_root: Path, tmp_path: Path) -> None:

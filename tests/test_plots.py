@@ -22,6 +22,7 @@ from pvae.importance import log_marginal_likelihood
 from pvae.plots import (
     plot_class_grid,
     plot_elbo_vs_log_px,
+    plot_log_px_curves,
     plot_ess_histogram,
     plot_interpolations,
     plot_latent_space,
@@ -187,6 +188,26 @@ def test_elbo_and_ess_figures(tmp_path: Path) -> None:
     assert png_size(plot_ess_histogram(torch.rand(30) * 9 + 1, tmp_path / "e.png", num_samples=10)) == (750, 525)
     with pytest.raises(ValueError, match=r"got \(30,\) and \(29,\)"):
         plot_elbo_vs_log_px(elbo, log_px[:29], tmp_path / "bad.png")
+
+
+def test_log_px_curves_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each run's points are drawn at (epoch, log p(x)) on a log-scale epoch axis, each reference as a
+    horizontal line at its value; the PNG is 825 x 570; no curve, or an empty one, is refused."""
+    curves = {"k = 1": [{"epoch": 1, "log_px": -116.9, "log_px_stderr": 1.1}, {"epoch": 4, "log_px": -103.5}],
+              "k = 5": [{"epoch": 1, "log_px": -113.1, "log_px_stderr": 1.0}]}
+    assert png_size(plot_log_px_curves(curves, tmp_path / "c.png", references={"paper": -86.76})) == (825, 570)
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, pdf: figures.append(fig) or real_save(fig, path, pdf))
+    plot_log_px_curves(curves, tmp_path / "c.png", references={"paper": -86.76})
+    ax = figures[0].axes[0]
+    assert ax.get_xscale() == "log"
+    drawn = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines]
+    assert ([1, 4], [-116.9, -103.5]) in drawn and ([1], [-113.1]) in drawn
+    assert any(ys == [-86.76, -86.76] for _, ys in drawn)
+    for bad in ({}, {"k = 1": []}):
+        with pytest.raises(ValueError, match="at least one curve"):
+            plot_log_px_curves(bad, tmp_path / "bad.png")
 
 
 def test_save_run_figures_keeps_the_training_trio(tiny_run: Path) -> None:
