@@ -207,7 +207,7 @@ def figure(args: argparse.Namespace) -> None:
             references[label] = float(value)
         except ValueError:
             raise SystemExit(f"--reference {label!r} {value!r}: expected a log p(x) in nats, e.g. -86.76") from None
-    print(plot_log_px_curves(curves, args.out, references=references))
+    print(plot_log_px_curves(curves, args.out, references=references, until=args.until))
 
 
 def main() -> None:
@@ -218,6 +218,7 @@ def main() -> None:
                      help="a run's label and the curve.json that bench/converged.py iwae wrote (repeatable)")
     fig.add_argument("--reference", nargs=2, action="append", default=[], metavar=("LABEL", "LOG_PX"),
                      help="a published log p(x) in nats (minus the paper's nll), drawn as a line (repeatable)")
+    fig.add_argument("--until", type=int, default=None, help="the epoch axis reaches this far (e.g. 3280)")
     fig.add_argument("--out", required=True, help="the PNG to write")
     for name in ("components", "iwae"):
         p = sub.add_parser(name)

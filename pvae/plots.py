@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 from torch import Tensor
 
 from pvae.data import ImageData, fixed_eval_set
@@ -450,6 +451,7 @@ def plot_log_px_curves(
     path: str | Path,
     *,
     references: Mapping[str, float] | None = None,
+    until: int | None = None,
     pdf: bool = False,
 ) -> Path:
     """Test log p(x) against training epochs (log scale) for one or more runs, with its standard error
@@ -459,6 +461,8 @@ def plot_log_px_curves(
         higher is better) and optionally ``log_px_stderr``; e.g. ``curve.json``'s ``curve`` as
         written by ``bench/converged.py iwae``.
     :param references: a label -> a published log p(x) in nats (i.e. minus the paper's nll).
+    :param until: the epoch axis reaches this far, e.g. the full schedule's 3,280 epochs, so that a
+        curve cut short shows how much of its budget it had.
     """
     if not curves or any(len(points) == 0 for points in curves.values()):
         raise ValueError("expected at least one curve, each with at least one point (epoch, log_px)")
@@ -470,7 +474,14 @@ def plot_log_px_curves(
                     color=f"C{i}", label=label)
     for j, (label, value) in enumerate((references or {}).items()):
         ax.axhline(value, color=f"C{len(curves) + j}", ls="--", lw=1, label=label)
+    values = [p["log_px"] + sign * p.get("log_px_stderr", 0.0) for points in curves.values() for p in points
+              for sign in (-1, 1)] + list((references or {}).values())
+    span = max(values) - min(values) or 1.0
+    ax.set_ylim(min(values) - 0.05 * span, max(values) + 0.05 * span)  # keep bars and lines off the frame
+    last = max([p["epoch"] for points in curves.values() for p in points] + [until or 0])
     ax.set_xscale("log")
+    ax.set_xlim(0.8, 1.25 * last)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("epoch (log scale)")
     ax.set_ylabel("test log p(x), nats per image")
     ax.grid(alpha=0.3, which="both")

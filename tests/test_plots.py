@@ -191,17 +191,20 @@ def test_elbo_and_ess_figures(tmp_path: Path) -> None:
 
 
 def test_log_px_curves_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each run's points are drawn at (epoch, log p(x)) on a log-scale epoch axis, each reference as a
-    horizontal line at its value; the PNG is 825 x 570; no curve, or an empty one, is refused."""
+    """Each run's points are drawn at (epoch, log p(x)) on a log-scale epoch axis reaching ``until``,
+    each reference as a horizontal line at its value inside the frame; the PNG is 825 x 570; no
+    curve, or an empty one, is refused."""
     curves = {"k = 1": [{"epoch": 1, "log_px": -116.9, "log_px_stderr": 1.1}, {"epoch": 4, "log_px": -103.5}],
               "k = 5": [{"epoch": 1, "log_px": -113.1, "log_px_stderr": 1.0}]}
     assert png_size(plot_log_px_curves(curves, tmp_path / "c.png", references={"paper": -86.76})) == (825, 570)
     figures = []
     real_save = plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path, pdf: figures.append(fig) or real_save(fig, path, pdf))
-    plot_log_px_curves(curves, tmp_path / "c.png", references={"paper": -86.76})
+    plot_log_px_curves(curves, tmp_path / "c.png", references={"paper": -86.76}, until=3280)
     ax = figures[0].axes[0]
-    assert ax.get_xscale() == "log"
+    assert ax.get_xscale() == "log" and ax.get_xlim()[1] >= 3280  # the axis shows the whole budget
+    low, high = ax.get_ylim()
+    assert low < -116.9 - 1.1 and high > -86.76  # error bars and the reference inside the frame
     drawn = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines]
     assert ([1, 4], [-116.9, -103.5]) in drawn and ([1], [-113.1]) in drawn
     assert any(ys == [-86.76, -86.76] for _, ys in drawn)
