@@ -1,7 +1,7 @@
 """Seconds for log p(x) by annealed importance sampling: pvae's estimator versus a hand-written batched
 PyTorch AIS on the same trained network, and a one-chain-at-a-time loop for scale.
 
-All three run the same algorithm (pvae.ais): chains start at q(z|x), the sigmoid schedule of Wu et al.
+All three run the same algorithm (pvae.inference.ais): chains start at q(z|x), the sigmoid schedule of Wu et al.
 (2017) with T steps, HMC transitions of L leapfrog steps with the gradients of log q and log p kept
 apart (a new temperature costs no new pass), a step size per image adapted towards an acceptance rate
 of 0.65 (x1.02 / x0.98 on a moving average of the acceptance rate), C chains per image, for the default
@@ -38,10 +38,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pvae import TrainConfig, load_data, train
-from pvae.ais import ais_estimate
 from pvae.data import fixed_eval_set
-from pvae.importance import DEFAULT_CHUNK_SIZE
-from pvae.runs import load_run, rebuild_model, resolve_device
+from pvae.inference.ais import ais_estimate
+from pvae.inference.importance import DEFAULT_CHUNK_SIZE
+from pvae.runs.folder import load_run, rebuild_model, resolve_device
 
 
 def sigmoid_betas(num_steps: int, sharpness: float = 4.0) -> list[float]:

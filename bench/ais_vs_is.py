@@ -2,8 +2,8 @@
 bidirectional Monte Carlo (BDMC) bounds on images simulated from it.
 
 1. On the first ``--num-images`` test images (binarized once, seed 0, as ``pvae evaluate`` does):
-   importance sampling with K = ``--num-samples`` draws of the guide (pvae.importance) and AIS from the
-   guide with T = ``--steps``, L = ``--leapfrog``, C = ``--chains`` (pvae.ais, sigmoid schedule, HMC),
+   importance sampling with K = ``--num-samples`` draws of the guide (pvae.inference.importance) and AIS from the
+   guide with T = ``--steps``, L = ``--leapfrog``, C = ``--chains`` (pvae.inference.ais, sigmoid schedule, HMC),
    their means, standard errors and seconds, and the paired difference AIS - IS image by image. Both
    are stochastic lower bounds on log p(x); the higher is the tighter (up to noise).
 2. On ``--bdmc-images`` images simulated from the model (z ~ p(z), x ~ p(x|z)): forward AIS (a
@@ -34,12 +34,12 @@ import torch
 from torch import Tensor
 
 from pvae import open_run
-from pvae.ais import ais_estimate, bdmc, simulate_data
 from pvae.data import fixed_eval_set
-from pvae.importance import DEFAULT_CHUNK_SIZE, importance_estimate
+from pvae.inference.ais import ais_estimate, bdmc, simulate_data
+from pvae.inference.importance import DEFAULT_CHUNK_SIZE, importance_estimate
+from pvae.inference.traces import check_data_support
 from pvae.protocol import label_mode
-from pvae.runs import resolve_device
-from pvae.traces import check_data_support
+from pvae.runs.folder import resolve_device
 
 
 def paired(a: Tensor, b: Tensor) -> tuple[float, float]:
@@ -86,7 +86,7 @@ def main() -> None:
     out: dict[str, object] = {"run": args.run, "model": config.model, "epochs": int(run.state["epoch"]),
                               "num_images": len(x), "threads": torch.get_num_threads(), "device": str(device)}
 
-    with pyro.validation_enabled(False):  # the support was checked above; see pvae.evaluate
+    with pyro.validation_enabled(False):  # the support was checked above; see pvae.runs.evaluate
         tic = time.perf_counter()
         is_est = importance_estimate(model.model, model.guide, x, num_samples=args.num_samples,
                                      chunk_size=args.chunk_size)

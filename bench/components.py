@@ -4,7 +4,7 @@ Each row changes one component of the default VAE (784-200-200-50, tanh; N(0, I)
 likelihood, diagonal Gaussian guide) and trains it with the same estimator (Pyro's ``Trace_ELBO``,
 one draw of z, Monte-Carlo KL), optimizer (Adam, lr 1e-3, batch 100), seed and budget. Reported:
 the test-set ELBO (all test images, one draw of z each), log p(x) by importance sampling on the
-first ``--iw-images`` test images (``pvae.importance``), and seconds per training epoch: the median
+first ``--iw-images`` test images (``pvae.inference.importance``), and seconds per training epoch: the median
 time of one SVI step times the number of steps (evaluation not included). The median keeps bursts
 of load from other processes out of the figure; steady load is not, so compare rows of one run.
 
@@ -30,11 +30,11 @@ from pyro.infer import Trace_ELBO
 
 from pvae import TrainConfig, build_likelihood, build_vae, elbo_terms, load_data
 from pvae.data import fixed_eval_set
-from pvae.runs import resolve_device
-from pvae.train import train_epoch
+from pvae.runs.folder import resolve_device
+from pvae.runs.train import train_epoch
 
 try:  # log p(x) needs the importance-sampling module; without it the column is left out
-    from pvae.importance import log_marginal_likelihood
+    from pvae.inference.importance import log_marginal_likelihood
 except ImportError:  # pragma: no cover
     log_marginal_likelihood = None
 

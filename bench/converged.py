@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from pvae import TrainConfig
-from pvae.evaluate import evaluate_run
-from pvae.plots import plot_log_px_curves
-from pvae.recipes import IWAE_STAGES, iwae_epochs, recipe_fields
-from pvae.runs import CHECKPOINT, EVALUATION, METRICS, PER_IMAGE, kept_checkpoint, load_config
-from pvae.train import train
+from pvae.runs.evaluate import evaluate_run
+from pvae.runs.folder import CHECKPOINT, EVALUATION, METRICS, PER_IMAGE, kept_checkpoint, load_config
+from pvae.runs.train import train
+from pvae.training.recipes import IWAE_STAGES, iwae_epochs, recipe_fields
+from pvae.views.plots import plot_log_px_curves
 
 # (varied, prior, guide) of the component table's rows
 COMPONENT_ROWS: tuple[tuple[str, str, str], ...] = (

@@ -35,10 +35,10 @@ import torch
 from pvae import TrainConfig, load_data, train
 from pvae.data import fixed_eval_set
 from pvae.devices import resolve_device
-from pvae.evaluate import active_units_by_site
-from pvae.importance import DEFAULT_CHUNK_SIZE, importance_estimate
-from pvae.runs import load_run, rebuild_model
-from pvae.traces import check_data_support
+from pvae.inference.importance import DEFAULT_CHUNK_SIZE, importance_estimate
+from pvae.inference.traces import check_data_support
+from pvae.runs.evaluate import active_units_by_site
+from pvae.runs.folder import load_run, rebuild_model
 
 # Burda et al. (2016), Table 1, test NLL in nats (lower is better), K = 5000: (model, objective) -> NLL.
 BURDA_NLL = {("vae", "trace"): 86.76, ("vae", "iwae:50"): 84.78,
@@ -95,7 +95,7 @@ def main() -> None:
         check_data_support(vae, x)
         pyro.set_rng_seed(args.seed)
         tic = time.perf_counter()
-        with pyro.validation_enabled(False):  # support checked above; see pvae.evaluate
+        with pyro.validation_enabled(False):  # support checked above; see pvae.runs.evaluate
             est = importance_estimate(vae.model, vae.guide, x, num_samples=args.num_samples, chunk_size=args.chunk_size)
         seconds = time.perf_counter() - tic
         row = {

@@ -12,7 +12,7 @@ by bursts of load.
 
 Kernel seconds in the output are page faults, mostly: glibc's malloc maps chunk-sized tensors afresh on
 every pass until its mmap threshold has risen; pvae's estimator raises it once per process (see
-``pvae.importance``), which then serves the hand-written estimator in this process as well.
+``pvae.inference.importance``), which then serves the hand-written estimator in this process as well.
 
 pvae's estimator runs as ``pvae evaluate`` runs it, with Pyro's argument validation off after the data's
 support was checked (``--validate`` times it with validation on).
@@ -40,9 +40,9 @@ from torch.nn import functional as F
 
 from pvae import TrainConfig, load_data, train
 from pvae.data import fixed_eval_set
-from pvae.importance import DEFAULT_CHUNK_SIZE, log_marginal_likelihood
+from pvae.inference.importance import DEFAULT_CHUNK_SIZE, log_marginal_likelihood
 from pvae.models import VAE
-from pvae.runs import load_run, rebuild_model, resolve_device
+from pvae.runs.folder import load_run, rebuild_model, resolve_device
 
 
 @torch.no_grad()

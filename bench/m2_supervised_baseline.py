@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from pvae.data import fixed_eval_set, labelled_subset, load_data
-from pvae.networks import mlp
+from pvae.parts.networks import mlp
 
 
 def main() -> None:

@@ -45,11 +45,17 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pvae import TrainConfig, load_data
-from pvae.components import build_model
 from pvae.data import labelled_subset
 from pvae.devices import forked_rng, resolve_device
-from pvae.objectives import SemiSupervisedObjective, build_objective, engine_for, training_objective, wants_enumeration
-from pvae.train import train_epoch
+from pvae.runs.build import build_model
+from pvae.runs.train import train_epoch
+from pvae.training.objectives import (
+    SemiSupervisedObjective,
+    build_objective,
+    engine_for,
+    training_objective,
+    wants_enumeration,
+)
 
 MODELS = ("hierarchical", "conditional", "m2")
 TARGETS = {"hierarchical": 1.10, "conditional": 1.10, "m2": 1.25}

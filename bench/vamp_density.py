@@ -24,9 +24,9 @@ import torch
 from torch.distributions import MixtureSameFamily
 
 from pvae import TrainConfig
-from pvae.components import build_model
-from pvae.importance import log_marginal_likelihood
-from pvae.priors import _BroadcastMixture
+from pvae.inference.importance import log_marginal_likelihood
+from pvae.parts.priors import _BroadcastMixture
+from pvae.runs.build import build_model
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 A prior is anything that, called with no arguments, returns a distribution over z with event shape
 ``(z_dim,)``; a likelihood maps the decoder's output to a distribution over the image and says how
-many numbers per pixel it needs (see :mod:`pvae.priors` and :mod:`pvae.likelihoods`). Below:
+many numbers per pixel it needs (see :mod:`pvae.parts.priors` and :mod:`pvae.parts.likelihoods`). Below:
 
 * ``LearnedScaleNormal``: p(z) = N(0, s^2 I) with one learned s (an ``nn.Module``, so that s is
   trained and saved with the model);

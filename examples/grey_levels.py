@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 
 import pvae
-from pvae.plots import plot_reconstructions
+from pvae.views.plots import plot_reconstructions
 
 LIKELIHOODS = ("continuous-bernoulli", "gaussian:learned", "discretized-logistic")
 

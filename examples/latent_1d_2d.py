@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pvae
 from pvae.data import fixed_eval_set
-from pvae.plots import plot_latent_space, plot_manifold, plot_posteriors
+from pvae.views.plots import plot_latent_space, plot_manifold, plot_posteriors
 
 
 def main() -> None:

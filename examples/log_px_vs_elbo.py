@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pvae
 from pvae.data import fixed_eval_set
-from pvae.importance import importance_estimate, log_marginal_likelihood
-from pvae.plots import plot_elbo_vs_log_px, plot_ess_histogram, posterior_on_grid
+from pvae.inference.importance import importance_estimate, log_marginal_likelihood
+from pvae.views.plots import plot_elbo_vs_log_px, plot_ess_histogram, posterior_on_grid
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ means by digit) and samples from the prior into one run folder per prior.
 
 A prior of your own is any object with ``z_dim`` that, called with no arguments, returns a Pyro
 distribution with ``event_shape == (z_dim,)``: pass it as ``pvae.VAE(..., prior=...)`` and train that
-model with ``pvae.train(config, vae=...)`` (see :mod:`pvae.priors`).
+model with ``pvae.train(config, vae=...)`` (see :mod:`pvae.parts.priors`).
 
 MNIST is read from ``$PVAE_DATA_DIR`` (or downloaded by torchvision into ~/.cache/pvae/data).
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pvae
 from pvae.data import fixed_eval_set
-from pvae.importance import log_marginal_likelihood
-from pvae.plots import plot_latent_space, plot_samples
+from pvae.inference.importance import log_marginal_likelihood
+from pvae.views.plots import plot_latent_space, plot_samples
 
 
 def main() -> None:

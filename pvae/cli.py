@@ -1,6 +1,6 @@
 """The ``pvae`` command line: ``pvae train``, ``evaluate``, ``compare``, ``graph``, ``plot`` and ``sample``.
 
-``pvae train`` has one flag per :class:`~pvae.config.TrainConfig` field (``z_dim`` -> ``--z-dim``).
+``pvae train`` has one flag per :class:`~pvae.runs.config.TrainConfig` field (``z_dim`` -> ``--z-dim``).
 Errors a user can fix print one line, ``pvae: error: ...``, and exit with status 2.
 """
 
@@ -16,18 +16,18 @@ import re
 import signal
 import sys
 import textwrap
-from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from pvae.checkpoint import CheckpointError
-from pvae.config import FIELD_CHOICES, TrainConfig
 from pvae.data import DataNotFoundError
-from pvae.evaluate import METHODS
-from pvae.importance import DEFAULT_CHUNK_SIZE
-from pvae.recipes import recipe_fields
-from pvae.runs import CONFIG, RunFolderError
-from pvae.train import TrainingDivergedError
+from pvae.inference.importance import DEFAULT_CHUNK_SIZE
+from pvae.runs.checkpoint import CheckpointError
+from pvae.runs.config import FIELD_CHOICES, TrainConfig
+from pvae.runs.evaluate import METHODS
+from pvae.runs.folder import CONFIG, RunFolderError
+from pvae.runs.train import TrainingDivergedError
+from pvae.training.recipes import recipe_fields
 from pvae.version import __version__
 
 __all__ = ["main", "build_parser", "field_docs"]
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from pvae.train import train
+    from pvae.runs.train import train
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}  # nargs "+" gives lists
@@ -212,7 +212,7 @@ def _train(args: argparse.Namespace) -> None:
                                  "drop --recipe")
         given = {**recipe_fields(args.recipe), **given}  # flags given beside the recipe win
     if args.resume is not None:
-        from pvae.runs import load_config
+        from pvae.runs.folder import load_config
 
         saved = load_config(args.resume)  # train() reads and checks the checkpoint itself
         extra = set(given) - {"out", "device", "data_dir"}
@@ -235,7 +235,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pvae.evaluate import evaluate_run, format_table
+    from pvae.runs.evaluate import evaluate_run, format_table
 
     if args.elbo_samples < 1:
         raise ValueError(f"--elbo-samples must be >= 1, got {args.elbo_samples}")
@@ -261,7 +261,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from pvae.compare import compare_runs, format_comparison
+    from pvae.runs.compare import compare_runs, format_comparison
 
     comparison = compare_runs(args.runs, out=args.out or ".")
     print(format_comparison(comparison))
@@ -306,8 +306,9 @@ def _add_figure_commands(sub: Any) -> None:
 
 
 def _graph(args: argparse.Namespace) -> None:
-    from pvae.graph import default_vae, write_graphs
-    from pvae.runs import load_run, rebuild_model, resolve_device
+    from pvae.runs.build import default_vae
+    from pvae.runs.folder import load_run, rebuild_model, resolve_device
+    from pvae.views.graph import write_graphs
 
     if args.run is not None:
         config, state = load_run(args.run)
@@ -322,7 +323,7 @@ def _graph(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    from pvae.plots import plot_run
+    from pvae.runs.figures import plot_run
 
     figures = plot_run(args.run, out=args.out, pdf=args.pdf, data_dir=args.data_dir, device=args.device)
     for path in figures.files:
@@ -332,7 +333,7 @@ def _plot(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from pvae.plots import sample_run
+    from pvae.runs.figures import sample_run
 
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")

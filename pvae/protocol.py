@@ -2,7 +2,7 @@
 
 Training, the traced engine, ``evaluate``, ``plot``, ``graph`` and the run folder are typed against
 :class:`GraphicalModel`, and read everything else (which sites are latent, which observed, their
-plates, shapes and distributions) from the model's traces (:mod:`pvae.traces`). :class:`pvae.VAE <pvae.models.vae.VAE>`
+plates, shapes and distributions) from the model's traces (:mod:`pvae.inference.traces`). :class:`pvae.VAE <pvae.models.vae.VAE>`
 is one implementation among several (:mod:`pvae.models`); a model of your own needs no pvae base
 class. The contract:
 

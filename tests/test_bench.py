@@ -3,8 +3,8 @@ print (CI never times them; these runs only keep the scripts from rotting)."""
 
 from __future__ import annotations
 
-import re
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path

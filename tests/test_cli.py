@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import re
 import importlib
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +18,10 @@ import torch
 
 import pvae
 from pvae.cli import build_parser, field_docs, main
-from pvae.config import FIELD_CHOICES, TrainConfig
+from pvae.runs.config import FIELD_CHOICES, TrainConfig
 
 # the module, not the function pvae.train that the package re-exports under the same name
-train_module = importlib.import_module("pvae.train")
+train_module = importlib.import_module("pvae.runs.train")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -249,7 +249,7 @@ def test_field_docs_turn_markup_into_text() -> None:
     """field_docs reads each :param: entry with its continuation lines, roles as their text."""
     doc = """Summary.
 
-    :param a: first ``literal``, see :class:`~pvae.config.TrainConfig` and
+    :param a: first ``literal``, see :class:`~pvae.runs.config.TrainConfig` and
         :mod:`pvae.protocol`.
     :param b: second.
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from pvae import TrainConfig, train
-from pvae.checkpoint import load_checkpoint
-from pvae.evaluate import evaluate_run
-from pvae.runs import CHECKPOINT, PER_IMAGE
+from pvae.runs.checkpoint import load_checkpoint
+from pvae.runs.evaluate import evaluate_run
+from pvae.runs.folder import CHECKPOINT, PER_IMAGE
 
 TESTS = Path(__file__).resolve().parent
 

@@ -75,7 +75,7 @@ def test_api_reference_has_signatures_and_fields(site: tuple[subprocess.Complete
     """The API pages are rendered from the docstrings: signatures, and field lists as fields."""
     page = _page(site, "api/evaluation.html")
     signature = re.search(r'<dt class="sig sig-object py" id="pvae\.evaluate\.evaluate_run">(.*?)</dt>', page, re.S)
-    assert signature, "api/evaluation.html documents no pvae.evaluate.evaluate_run"
+    assert signature, "api/evaluation.html documents no pvae.runs.evaluate.evaluate_run"
     assert "evaluate_run(run_dir, *, split='test', num_images=None, elbo_samples=1, num_samples=None, method='is'" in _text(signature.group(1))
     following = page.find('<dt class="sig sig-object py"', signature.end())
     body = _text(page[signature.end():following if following > 0 else None])
@@ -89,7 +89,7 @@ def test_formulas_render_as_mathjax(site: tuple[subprocess.CompletedProcess[str]
     """A docstring's ``.. math::`` block and a page's ``$$ ... $$`` become MathJax display math."""
     math = re.compile(r'<div class="math notranslate nohighlight">\s*\\\[(.*?)\\\]\s*</div>', re.S)
     docstring_math = [m.group(1) for m in math.finditer(_page(site, "api/evaluation.html"))]
-    assert any(r"\log \hat p_K(x_i)" in m for m in docstring_math), "pvae.importance's formula is not rendered"
+    assert any(r"\log \hat p_K(x_i)" in m for m in docstring_math), "pvae.inference.importance's formula is not rendered"
     page_math = [m.group(1) for m in math.finditer(_page(site, "math-to-code.html"))]
     assert any(r"\mathrm{ELBO}(x)" in m for m in page_math), "math-to-code.md's formulas are not rendered"
     assert "mathjax" in _page(site, "math-to-code.html").lower()

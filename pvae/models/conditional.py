@@ -19,11 +19,11 @@ import pyro
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from pvae.guides import DiagonalPosterior, PosteriorFamily
-from pvae.likelihoods import Bernoulli, Likelihood
 from pvae.models.common import data_plate, join_label
-from pvae.networks import mlp
-from pvae.priors import Prior, StandardNormal
+from pvae.parts.guides import DiagonalPosterior, PosteriorFamily
+from pvae.parts.likelihoods import Bernoulli, Likelihood
+from pvae.parts.networks import mlp
+from pvae.parts.priors import Prior, StandardNormal
 
 __all__ = ["ConditionalVAE"]
 

@@ -17,15 +17,14 @@ from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
-
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from pvae.guides import DiagonalPosterior, PosteriorFamily, central_value
-from pvae.likelihoods import Bernoulli, Likelihood
 from pvae.models.common import data_plate
-from pvae.networks import GaussianEncoder, mlp
-from pvae.priors import Prior, StandardNormal
+from pvae.parts.guides import DiagonalPosterior, PosteriorFamily, central_value
+from pvae.parts.likelihoods import Bernoulli, Likelihood
+from pvae.parts.networks import GaussianEncoder, mlp
+from pvae.parts.priors import Prior, StandardNormal
 
 __all__ = ["TwoLayerVAE", "TopLayerPosterior"]
 
@@ -45,7 +44,7 @@ class TwoLayerVAE(PyroModule):
     :param top_posterior: q(z2|z1); default diagonal Gaussian with the widths ``top_hidden``.
     :param hidden: widths between x and z1 (guide; the decoder p(x|z1) mirrors them).
     :param top_hidden: widths between z1 and z2 (guide; p(z1|z2) mirrors them).
-    :param activation: a name in :data:`pvae.networks.ACTIVATIONS`.
+    :param activation: a name in :data:`pvae.parts.networks.ACTIVATIONS`.
     :param num_data: N, the data plate's size (see :func:`pvae.models.common.data_plate`).
     """
 

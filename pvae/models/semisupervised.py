@@ -31,11 +31,11 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from pvae.guides import DiagonalPosterior, PosteriorFamily
-from pvae.likelihoods import Bernoulli, Likelihood
 from pvae.models.common import data_plate, join_label
-from pvae.networks import mlp
-from pvae.priors import Prior, StandardNormal
+from pvae.parts.guides import DiagonalPosterior, PosteriorFamily
+from pvae.parts.likelihoods import Bernoulli, Likelihood
+from pvae.parts.networks import mlp
+from pvae.parts.priors import Prior, StandardNormal
 
 __all__ = ["SemiSupervisedVAE"]
 
@@ -56,7 +56,7 @@ class SemiSupervisedVAE(PyroModule):
     :param likelihood: p(x | y, z).
     :param posterior: q(z | x, y) over inputs of ``x_dim + num_classes`` numbers.
     :param hidden: widths of every network.
-    :param activation: a name in :data:`pvae.networks.ACTIVATIONS`.
+    :param activation: a name in :data:`pvae.parts.networks.ACTIVATIONS`.
     """
 
     label_mode = "semi-supervised"

@@ -15,11 +15,11 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from pvae.guides import DiagonalPosterior, PosteriorFamily, central_value
-from pvae.likelihoods import Bernoulli, Likelihood
 from pvae.models.common import data_plate
-from pvae.networks import mlp
-from pvae.priors import Prior, StandardNormal
+from pvae.parts.guides import DiagonalPosterior, PosteriorFamily, central_value
+from pvae.parts.likelihoods import Bernoulli, Likelihood
+from pvae.parts.networks import mlp
+from pvae.parts.priors import Prior, StandardNormal
 
 __all__ = ["VAE"]
 
@@ -29,12 +29,12 @@ class VAE(PyroModule):
 
     :param x_dim: pixels per (flattened) image.
     :param z_dim: m, the latent dimension (any m >= 1).
-    :param prior: p(z); default :class:`~pvae.priors.StandardNormal` ``(z_dim)``.
-    :param likelihood: p(x|z); default :class:`~pvae.likelihoods.Bernoulli`.
+    :param prior: p(z); default :class:`~pvae.parts.priors.StandardNormal` ``(z_dim)``.
+    :param likelihood: p(x|z); default :class:`~pvae.parts.likelihoods.Bernoulli`.
     :param posterior: the posterior family q(z|x) the guide draws from; default
-        :class:`~pvae.guides.DiagonalPosterior` with the encoder widths ``hidden``.
+        :class:`~pvae.parts.guides.DiagonalPosterior` with the encoder widths ``hidden``.
     :param hidden: hidden widths of the encoder; the decoder mirrors them.
-    :param activation: name in :data:`pvae.networks.ACTIVATIONS`.
+    :param activation: name in :data:`pvae.parts.networks.ACTIVATIONS`.
     :param num_data: N, the training-set size. A minibatch of B < N images is a subsample of the
         data plate, so SVI's loss estimates the whole-dataset ELBO (scaled by N / B). ``None`` makes
         the plate exactly as large as the batch.
@@ -93,7 +93,7 @@ class VAE(PyroModule):
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """Mean of p(x|z) at z = the posterior mean of q(z|x) (for a flow guide, the flow's image of
-        its base mean; see :func:`~pvae.guides.central_value`).
+        its base mean; see :func:`~pvae.parts.guides.central_value`).
 
         :param x: ``(batch, x_dim)``.
         :returns: ``(batch, x_dim)``.

@@ -1,0 +1,165 @@
+"""Bits per dimension, and densities trained and evaluated on dequantized 8-bit images."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pvae.data import load_data
+from pvae.runs.config import TrainConfig
+from pvae.runs.evaluate import bits_per_dim, evaluate_run
+
+# the module, not the function pvae.train that the package re-exports under the same name
+train_module = importlib.import_module("pvae.runs.train")
+
+
+def test_bits_per_dim_of_discrete_data_is_nats_over_d_ln2() -> None:
+    """For binary pixels, bits per dimension = nats / (784 ln 2) on a fixed example."""
+    assert bits_per_dim(100.0, 784) == pytest.approx(100.0 / (784 * math.log(2)), rel=1e-15)
+    assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0, rel=1e-15)
+
+
+def test_bits_per_dim_of_a_dequantized_density_adds_log_256() -> None:
+    """A density of dequantized levels gains D ln 256 nats: the uniform density on [0, 1]^D is 8 bits per
+    dimension, the value of coding 8-bit pixels with no model at all."""
+    assert bits_per_dim(0.0, 784, dequantized=True) == pytest.approx(8.0, rel=1e-15)
+    nats = -1500.0  # a density above 1 on [0, 1]^D has a negative nll
+    expected = (nats + 784 * math.log(256)) / (784 * math.log(2))
+    assert bits_per_dim(nats, 784, dequantized=True) == pytest.approx(expected, rel=1e-15)
+
+
+def _config(root: Path, out: Path, **kw: object) -> TrainConfig:
+    settings: dict[str, object] = dict(data_dir=str(root), train_size=200, val_size=100, epochs=2, z_dim=2,
+                                       hidden=(32,), batch_size=50, device="cpu", out=str(out))
+    settings.update(kw)
+    return TrainConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_beta_trains_on_dequantized_images(
+    fake_mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--binarization none --dequantize trains the Beta likelihood: each epoch sees a fresh draw of
+    (255 x + u) / 256, inside (0, 1) and inside each pixel's own bin; evaluation reports bits per
+    dimension with the 8-bit offset."""
+    seen: list[torch.Tensor] = []
+    epoch = train_module.train_epoch
+
+    def spy(vae, objective, optimizer, x, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(x.clone())
+        return epoch(vae, objective, optimizer, x, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", spy)
+    out = tmp_path / "beta"
+    result = train_module.train(_config(fake_mnist_root, out, likelihood="beta", binarization="none",
+                                        dequantize=True), progress=False)
+    assert all(math.isfinite(row["train_elbo"]) and math.isfinite(row["val_elbo"]) for row in result.metrics)
+    assert len(seen) == 2
+    levels = (load_data("mnist", fake_mnist_root, val_size=100, train_size=200).train * 255).round()
+    assert bool((levels == 0).any() and (levels == 255).any()), "the test needs pixels at both ends"
+    for x in seen:
+        assert bool(((x > 0) & (x < 1)).all()), "dequantized pixels must lie strictly inside (0, 1)"
+        # each pixel stays in its level's bin [k, k + 1] / 256 (its closure: float32 may round onto an edge)
+        assert bool(((x * 256 >= levels) & (x * 256 <= levels + 1)).all()), "a pixel left its 8-bit bin"
+    assert not torch.equal(seen[0], seen[1]), "each epoch must draw fresh noise u"
+    evaluation = evaluate_run(out, num_samples=5, device="cpu", progress=False)
+    assert evaluation["dequantized"] is True and math.isfinite(evaluation["log_px"])
+    assert evaluation["neg_elbo_bits_per_dim"] == pytest.approx(
+        bits_per_dim(-evaluation["elbo"], 784, dequantized=True), rel=1e-12)
+    assert evaluation["nll_bits_per_dim"] == pytest.approx(
+        bits_per_dim(-evaluation["log_px"], 784, dequantized=True), rel=1e-12)
+    again = evaluate_run(out, num_samples=5, device="cpu", progress=False)
+    assert again["elbo"] == evaluation["elbo"], "the evaluation images must be one fixed dequantization"
+
+
+def test_beta_without_dequantization_names_the_fix(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """The Beta likelihood on raw grey levels (exact 0s and 1s) is refused, naming --dequantize."""
+    with pytest.raises(ValueError, match="--dequantize"):
+        train_module.train(_config(fake_mnist_root, tmp_path / "r", likelihood="beta", binarization="none"),
+                           progress=False)
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_binary_runs_report_bits_per_dim_without_offset(fake_mnist_root: Path, tmp_path: Path) -> None:
+    """A Bernoulli run's bits per dimension is its nll over D ln 2, as is a discretized logistic's; a
+    density of grey levels that were not dequantized gets none (it is no likelihood of the 8-bit data)."""
+    out = tmp_path / "bern"
+    train_module.train(_config(fake_mnist_root, out, epochs=1), progress=False)
+    evaluation = evaluate_run(out, num_samples=5, device="cpu", progress=False)
+    assert evaluation["nll_bits_per_dim"] == pytest.approx(-evaluation["log_px"] / (784 * math.log(2)), rel=1e-12)
+    levels = tmp_path / "levels"  # a discretized likelihood gives probabilities of the 8-bit levels
+    train_module.train(_config(fake_mnist_root, levels, epochs=1, binarization="none",
+                               likelihood="discretized-logistic"), progress=False)
+    logistic = evaluate_run(levels, num_samples=5, device="cpu", progress=False)
+    assert logistic["nll_bits_per_dim"] == pytest.approx(-logistic["log_px"] / (784 * math.log(2)), rel=1e-12)
+    grey = tmp_path / "grey"
+    train_module.train(_config(fake_mnist_root, grey, epochs=1, binarization="none", likelihood="gaussian"),
+                       progress=False)
+    saved = evaluate_run(grey, device="cpu", progress=False)
+    assert "neg_elbo_bits_per_dim" not in saved and "nll_bits_per_dim" not in saved, saved
+    assert json.loads((grey / "evaluation.json").read_text())["dequantized"] is False
+
+
+@pytest.fixture(scope="module")
+def small_run(fake_mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default-shaped VAE trained for two epochs on the fake MNIST."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train_module.train(_config(fake_mnist_root, out), progress=False)
+    return out
+
+
+def test_ais_evaluation_writes_its_estimate_and_per_image_rows(small_run: Path) -> None:
+    """--method ais records its settings and the estimate; per_image.csv holds the same numbers image by image,
+    with kl_gap = log_px - elbo, and the ELBO is the same as without AIS (same seed)."""
+    plain = evaluate_run(small_run, num_images=40, device="cpu", progress=False)
+    result = evaluate_run(small_run, num_images=40, method="ais", num_steps=8, num_leapfrog=3, num_chains=2,
+                          device="cpu", progress=False)
+    assert result["method"] == "ais" and result["num_images"] == 40
+    assert (result["ais_num_steps"], result["ais_num_leapfrog"], result["ais_num_chains"]) == (8, 3, 2)
+    assert result["elbo"] == plain["elbo"], "the ELBO must not depend on the log p(x) method"
+    rows = list(csv.DictReader((small_run / "per_image.csv").read_text().splitlines()))
+    assert len(rows) == 40
+    log_px = torch.tensor([float(r["log_px"]) for r in rows], dtype=torch.float64)
+    elbo = torch.tensor([float(r["elbo"]) for r in rows], dtype=torch.float64)
+    assert result["log_px"] == pytest.approx(log_px.mean().item(), abs=1e-5)  # the CSV rounds to 1e-6
+    torch.testing.assert_close(torch.tensor([float(r["kl_gap"]) for r in rows], dtype=torch.float64), log_px - elbo,
+                               atol=2e-6, rtol=0)
+    assert 0 <= result["ais_acceptance_rate_mean"] <= 1
+    assert json.loads((small_run / "evaluation.json").read_text())["method"] == "ais"
+
+
+def test_bdmc_evaluation_sandwiches_simulated_images(small_run: Path) -> None:
+    """--method bdmc writes both bounds for the simulated images; bdmc.csv has one row per image whose
+    gap is upper - lower, and the means match evaluation.json."""
+    result = evaluate_run(small_run, num_images=10, method="bdmc", num_steps=20, num_leapfrog=3, bdmc_images=12,
+                          device="cpu", progress=False)
+    assert result["method"] == "bdmc" and result["bdmc_num_images"] == 12
+    rows = list(csv.DictReader((small_run / "bdmc.csv").read_text().splitlines()))
+    assert len(rows) == 12
+    for r in rows:
+        assert float(r["gap"]) == pytest.approx(float(r["upper"]) - float(r["lower"]), abs=3e-6)
+    assert result["bdmc_lower"] == pytest.approx(sum(float(r["lower"]) for r in rows) / 12, abs=1e-5)
+    assert result["bdmc_gap"] > -3 * result["bdmc_gap_stderr"], "the sandwich is upside down beyond noise"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(method="ais"), "needs --steps T"),
+    (dict(method="ais", num_steps=5, num_samples=10), "importance sampling's"),
+    (dict(method="is", num_steps=5), "--steps sets the annealing"),
+    (dict(method="mcmc"), "unknown method"),
+    (dict(method="bdmc", num_steps=5, num_chains=0), "--chains must be >= 1"),
+    (dict(num_images=0), "--num-images must be in"),
+])
+def test_bad_method_settings_are_one_line(small_run: Path, kwargs: dict[str, object], message: str) -> None:
+    """Settings that do not fit the method are refused in one line, and evaluation.json is left as it was."""
+    before = (small_run / "evaluation.json").read_bytes() if (small_run / "evaluation.json").exists() else None
+    with pytest.raises(ValueError, match=message) as err:
+        evaluate_run(small_run, device="cpu", progress=False, **kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(err.value)
+    after = (small_run / "evaluation.json").read_bytes() if (small_run / "evaluation.json").exists() else None
+    assert after == before
