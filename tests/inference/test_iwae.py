@@ -13,7 +13,7 @@ import torch
 from pyro import poutine
 from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro.nn import PyroModule
-from test_train import val_elbo_gain  # the same before/after measurement as the ELBO trainer's test
+from support import val_elbo_gain  # the same before/after measurement as the ELBO trainer's test
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.testing import assert_close

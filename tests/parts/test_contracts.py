@@ -14,33 +14,16 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
+from support import GUIDE_SPECS, LIKELIHOOD_SPECS, PRIOR_SPECS, X_DIM, Z_DIM, N
+from support import contract_config as _config
+from support import fitting_data as _fitting_data
 
 from pvae.cli import main
 from pvae.models import VAE
-from pvae.parts.build import GUIDES, LIKELIHOODS, PRIORS, build_likelihood
+from pvae.parts.build import GUIDES, LIKELIHOODS, PRIORS
 from pvae.runs.build import build_vae, check_config
 from pvae.runs.config import ConfigError, TrainConfig
 from pvae.runs.folder import load_run, rebuild_model
-
-X_DIM, Z_DIM, N = 12, 2, 16
-PRIOR_SPECS = ["normal", "diagonal", "mog:3", "vamp:3", "laplace", "student-t:3", "flow:2"]
-LIKELIHOOD_SPECS = ["bernoulli", "continuous-bernoulli", "gaussian", "gaussian:learned", "laplace", "beta",
-                    "discretized-logistic"]
-GUIDE_SPECS = ["diagonal", "full-cov", "flow:2"]
-
-
-def _config(prior: str, likelihood: str, guide: str) -> TrainConfig:
-    binarization = "dynamic" if build_likelihood(likelihood).needs_binary else "none"
-    return TrainConfig(prior=prior, likelihood=likelihood, guide=guide, z_dim=Z_DIM, hidden=(8,),
-                       binarization=binarization)
-
-
-def _fitting_data(likelihood: str, n: int) -> torch.Tensor:
-    """Images ``(n, X_DIM)`` that the likelihood accepts: binary, 8-bit grey levels, or (Beta) bin centres."""
-    grey = torch.randint(0, 256, (n, X_DIM)) / 255.0
-    if build_likelihood(likelihood).needs_binary:
-        return torch.bernoulli(grey)
-    return (255 * grey + 0.5) / 256 if likelihood == "beta" else grey
 
 
 def _outputs(vae: VAE, x: torch.Tensor) -> list[torch.Tensor]:

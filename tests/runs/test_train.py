@@ -9,10 +9,11 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from support import csv_without_seconds, fake_config, metrics_without_seconds, real_config, val_elbo_gain
 
-from pvae import ConfigError, RunFolderError, TrainConfig, elbo_terms, train
-from pvae.data import binarize, fixed_eval_set, load_data
-from pvae.runs.build import build_vae, check_config
+from pvae import ConfigError, RunFolderError, TrainConfig, train
+from pvae.data import binarize, load_data
+from pvae.runs.build import check_config
 from pvae.runs.checkpoint import load_checkpoint
 from pvae.runs.folder import CHECKPOINT, METRICS
 
@@ -23,36 +24,6 @@ train_module = importlib.import_module("pvae.runs.train")
 # ELBO by 36 nats when this test was written (29 to 36 with seeds 0..3); a trainer whose optimizer
 # never steps gains 0.
 REAL_GAIN_MARGIN = 20.0
-
-
-def fake_config(root: Path, out: Path, **changes: object) -> TrainConfig:
-    """A tiny, fast configuration on the fake MNIST (500 training, 100 validation images)."""
-    base = TrainConfig(
-        data_dir=str(root), val_size=100, z_dim=2, hidden=(32,), batch_size=50, epochs=3, device="cpu", out=str(out)
-    )
-    return dataclasses.replace(base, **changes)
-
-
-def real_config(root: Path, out: Path) -> TrainConfig:
-    """One epoch on the first 2,000 real MNIST training images; the file's last 1,000 are validation."""
-    return TrainConfig(
-        data_dir=str(root), val_size=1000, train_size=2000, epochs=1, batch_size=20, lr=3e-3, device="cpu",
-        out=str(out),
-    )
-
-
-def val_elbo_gain(config: TrainConfig) -> tuple[float, float]:
-    """Validation ELBO (nats per image) of the untrained model and of the model after ``train(config)``."""
-    torch.manual_seed(config.seed)  # the initialization train() itself draws
-    data = load_data(config.dataset, config.data_dir, val_size=config.val_size, train_size=config.train_size)
-    untrained = build_vae(config, data.x_dim, data.train.shape[0], mean_image=data.train.mean(0)).eval()
-    x_val = fixed_eval_set(data.val, config.binarization)
-    pyro.set_rng_seed(1)
-    before = elbo_terms(untrained, x_val).elbo.mean().item()
-    result = train(config, progress=False)
-    pyro.set_rng_seed(1)  # the same draws of z for both measurements
-    after = elbo_terms(result.vae.eval(), x_val).elbo.mean().item()
-    return before, after
 
 
 def test_one_epoch_on_real_mnist_raises_val_elbo(real_mnist: Path, tmp_path: Path) -> None:
@@ -73,18 +44,6 @@ def test_margin_rejects_a_trainer_that_never_steps(
     assert after - before < REAL_GAIN_MARGIN, (
         f"a trainer that never steps moved the validation ELBO from {before:.2f} to {after:.2f} nats per image"
     )
-
-
-def metrics_without_seconds(rows: list[dict[str, float]]) -> list[dict[str, float]]:
-    """Per-epoch metrics minus the wall-clock column."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
-
-
-def csv_without_seconds(path: Path) -> list[list[str]]:
-    """metrics.csv as rows of cells, the 'seconds' column dropped."""
-    lines = [line.split(",") for line in path.read_text().splitlines()]
-    col = lines[0].index("seconds")
-    return [row[:col] + row[col + 1 :] for row in lines]
 
 
 def test_resumed_run_equals_uninterrupted_run(

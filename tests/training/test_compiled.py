@@ -9,6 +9,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from support import GUIDE_SPECS, LIKELIHOOD_SPECS, PRIOR_SPECS, X_DIM
+from support import contract_config as _config
+from support import fitting_data as _fitting_data
 from torch import Tensor
 
 from pvae.models import VAE
@@ -17,7 +20,6 @@ from pvae.runs.build import build_model, build_vae
 from pvae.runs.config import TrainConfig
 from pvae.training.compiled import TracedELBO, TracedELBOMismatch
 from pvae.training.objectives import build_objective, training_objective
-from tests.test_contracts import GUIDE_SPECS, LIKELIHOOD_SPECS, PRIOR_SPECS, X_DIM, _config, _fitting_data
 
 BATCH = 8
 

@@ -14,7 +14,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import site_is_subsample
-from test_train import fake_config, metrics_without_seconds
+from support import fake_config, metrics_without_seconds
 from torch.distributions import kl_divergence
 
 from pvae import ConfigError, TrainConfig, train

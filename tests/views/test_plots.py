@@ -19,6 +19,7 @@ from pvae.cli import main
 from pvae.inference.importance import log_marginal_likelihood
 from pvae.protocol import GraphicalModel, label_mode
 from pvae.runs.build import build_model
+from pvae.runs.figures import plot_run, sample_run
 from pvae.views import plots
 from pvae.views.plots import (
     plot_class_grid,
@@ -34,7 +35,6 @@ from pvae.views.plots import (
     posterior_on_grid,
     read_per_image_csv,
 )
-from pvae.runs.figures import plot_run, sample_run
 
 
 def png_size(path: Path) -> tuple[int, int]:
