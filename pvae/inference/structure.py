@@ -10,7 +10,7 @@ all read a model through :class:`ModelStructure` rather than probing its traces 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyro
@@ -47,6 +47,10 @@ class ProgramStructure:
     :param plates: each plate's nodes (an input lies in the plates of all the sites reading it).
     :param plate_size: each plate's size (N for the data plate, not the traced batch).
     :param image: the model's observed site holding the images x (``None`` for the guide).
+    :param label: the model's sample site that labels y are observed at when they are passed (M2's
+        ``y``); ``None`` when y only conditions the model, the model takes no labels, or for the guide.
+    :param enumerated: the sample sites marked ``infer={"enumerate": "parallel"}`` (to be summed out
+        exactly, e.g. by ``TraceEnum_ELBO``), in program order.
     """
 
     program: Program
@@ -60,6 +64,8 @@ class ProgramStructure:
     plates: dict[str, list[str]]
     plate_size: dict[str, int]
     image: str | None = None
+    label: str | None = None
+    enumerated: list[str] = field(default_factory=list)
 
     @property
     def sites(self) -> list[str]:
@@ -70,6 +76,11 @@ class ProgramStructure:
     def latent(self) -> list[str]:
         """The latent (not observed) sample sites, in program order."""
         return [name for name in self.sites if name not in self.observed]
+
+    @property
+    def discrete(self) -> list[str]:
+        """The latent sample sites with a finite support, in program order."""
+        return [name for name in self.latent if name in self.num_values]
 
     @property
     def edges(self) -> list[tuple[str, str]]:
@@ -91,10 +102,56 @@ class ProgramStructure:
 
 @dataclass(frozen=True)
 class ModelStructure:
-    """A model's and its guide's :class:`ProgramStructure`: all that :func:`plot_graphical_model` draws."""
+    """A model's and its guide's :class:`ProgramStructure`: all that :func:`plot_graphical_model` draws,
+    and what estimators, objective checks and evaluation read of a model (each list in program order)."""
 
     model: ProgramStructure
     guide: ProgramStructure
+
+    @property
+    def latent(self) -> list[str]:
+        """The model's latent sample sites (the guide proposes each)."""
+        return self.model.latent
+
+    @property
+    def observed(self) -> list[str]:
+        """The model's observed sample sites."""
+        return self.model.observed
+
+    @property
+    def root_latent(self) -> list[str]:
+        """The model's latent sites drawn from no other latent (p(z), or p(z2) atop two layers): where
+        KL(q || p) may be taken in closed form. An input (a conditional model's y) does not count."""
+        latent = set(self.model.latent)
+        return [name for name in self.model.latent if not latent.intersection(self.model.parents[name])]
+
+    @property
+    def discrete(self) -> list[str]:
+        """The model's latent sites with a finite support (M2's label)."""
+        return self.model.discrete
+
+    @property
+    def enumerated(self) -> list[str]:
+        """The guide's sites marked ``infer={"enumerate": "parallel"}`` (then training needs ``TraceEnum_ELBO``)."""
+        return self.guide.enumerated
+
+    @property
+    def label(self) -> str | None:
+        """The model's site a label y is observed at when passed (M2's ``y``); ``None`` when y only
+        conditions the model (a class-conditional VAE) or the model takes no labels."""
+        return self.model.label
+
+    @property
+    def image(self) -> str | None:
+        """The model's observed site holding the images x (``None`` when the model reshapes x first)."""
+        return self.model.image
+
+    @property
+    def guide_dependencies(self) -> dict[str, list[str]]:
+        """Each latent site of the guide -> the guide's latent sites it is drawn from (none for a
+        mean-field guide; ``z2: [z1]`` for a two-layer one), inputs left out."""
+        latent = self.guide.latent
+        return {name: [p for p in self.guide.parents[name] if p in latent] for name in latent}
 
 
 def _arguments(model: Any, x: Tensor | None, y: Tensor | None) -> dict[str, Tensor]:
@@ -161,6 +218,7 @@ def program_structure(
             # log-density's provenance names its direct parents (and itself, through the value).
             provenance = get_provenance(site["fn"].log_prob(site["value"]))
             parents[name] = [n for n in (*candidates, *sites) if n in provenance and n != name]
+        label = _label_site(model, arguments["x"], arguments.get("y")) if program == "model" else None
     inputs = [name for name in candidates if any(name in p for p in parents.values())]
     plates: dict[str, list[str]] = {}
     plate_size: dict[str, int] = {}
@@ -193,7 +251,22 @@ def program_structure(
         plates=plates,
         plate_size=plate_size,
         image=image,
+        label=label,
+        enumerated=[name for name, site in sites.items() if site["infer"].get("enumerate") == "parallel"],
     )
+
+
+def _label_site(model: Any, x: Tensor, y: Tensor | None) -> str | None:
+    """The model's sample site whose value is the labels passed in (M2's ``y``), or ``None``."""
+    if label_mode(model) == "none":
+        return None
+    if y is None:
+        y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    # Called inside program_structure's forked RNG, without gradients or validation: a model that
+    # observes y (M2) has it as a site's value; a conditional VAE only reads it.
+    trace = poutine.trace(model.model).get_trace(x, y)
+    names = [name for name, site in _sample_sites(trace).items() if site["is_observed"] and site["value"] is y]
+    return names[0] if names else None
 
 
 def _dist_name(fn: Any) -> str:
