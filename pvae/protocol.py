@@ -25,9 +25,11 @@ class. The contract:
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
+from torch.nn import Parameter
 
 __all__ = ["GraphicalModel", "LabelMode", "LABEL_MODES", "DATA_PLATE", "label_mode", "num_classes"]
 
@@ -50,6 +52,33 @@ class GraphicalModel(Protocol):
 
     def guide(self, x: Tensor, *args: Tensor) -> None:
         """The inference model q_phi(latents | x); the same latent site names as ``model``."""
+        ...
+
+    # What pvae calls of the torch.nn.Module the model is: declared so that consumers typed against
+    # the protocol type-check. Their signatures are torch's (``*args``: whatever torch accepts).
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """theta and phi: every parameter of the model and the guide."""
+        ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The parameters and buffers by name, as a checkpoint holds them."""
+        ...
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """Restore :meth:`state_dict`'s output."""
+        ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        """Move parameters and buffers to a device or dtype (returns the model)."""
+        ...
+
+    def train(self, mode: bool = True) -> Any:
+        """Training mode (returns the model)."""
+        ...
+
+    def eval(self) -> Any:
+        """Evaluation mode (returns the model)."""
         ...
 
 

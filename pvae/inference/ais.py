@@ -63,8 +63,8 @@ from torch import Tensor
 from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform, Transform, identity_transform
 
-from pvae.devices import forked_rng
-from pvae.inference.importance import DEFAULT_CHUNK_SIZE, PerImageLogPx, _raise_malloc_thresholds, chunk_args
+from pvae.devices import forked_rng, raise_malloc_thresholds
+from pvae.inference.importance import DEFAULT_CHUNK_SIZE, PerImageLogPx, chunk_args
 from pvae.inference.traces import (
     PARTICLES,
     image_site,
@@ -488,7 +488,7 @@ def _ais(
     if reverse:
         betas = betas[::-1]
     if x.device.type == "cpu":
-        _raise_malloc_thresholds()
+        raise_malloc_thresholds()
     tic = time.perf_counter()
     n = x.shape[0]
     chains_per_chunk = math.ceil(num_chains / math.ceil(num_chains / chunk_size))  # equal chunks of chains

@@ -31,6 +31,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine import Trace
 from torch import Tensor
 
+from pvae.devices import raise_malloc_thresholds
 from pvae.inference.traces import enumerated_sites, flatten_enum, sample_sites, site_log_prob, sum_sites, trace_pair
 from pvae.parts.guides import central_value
 
@@ -215,7 +216,7 @@ def importance_estimate(
     if x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"expected a batch of images (N, ...) with N >= 1, got shape {tuple(x.shape)}")
     if x.device.type == "cpu":
-        _raise_malloc_thresholds()
+        raise_malloc_thresholds()
     images_per_chunk = max(1, min(x.shape[0], chunk_size // num_samples))
     # Equal particle chunks (5000 in two of 2500, not 4096 + 904): the per-pass overhead is paid least.
     particles_per_chunk = math.ceil(num_samples / math.ceil(num_samples / chunk_size))
@@ -265,20 +266,6 @@ def chunk_args(args: tuple[Any, ...], num_images: int, first: int, size: int) ->
 
 
 @functools.cache
-def _raise_malloc_thresholds() -> None:
-    """Allocate and free one 30 MB block, once per process.
-
-    glibc's malloc serves a block above its mmap threshold with a fresh mapping and unmaps it when
-    freed; the threshold (and the heap's trim threshold, twice it) rises to the size of the largest
-    such block freed so far, up to 32 MB. Until a block that large has been freed, every pass of the
-    estimator maps its chunk-sized tensors afresh and pays their page faults again: 1.5 times slower
-    on one CPU thread (bench/log_px_speed.py, 'kernel' seconds). Under other allocators this is one
-    allocation and nothing more.
-    """
-    block = torch.empty(30 * 2**20, dtype=torch.uint8)
-    del block
-
-
 def _pareto_k(top_log_w: Tensor) -> float:
     """k-hat of one image from its largest min(K/5, 3 sqrt(K)) + 1 log-weights (descending), as in Pyro's
     psis_diagnostic; the smallest of them is the cutoff."""

@@ -22,10 +22,10 @@ import torch
 from pyro import poutine
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
+from pvae.inference.pyro_internals import is_subsample_site
 from pvae.inference.traces import image_site, is_discrete, sample_sites
 from pvae.parts.guides import central_value
 from pvae.protocol import GraphicalModel, label_mode
@@ -38,7 +38,7 @@ class _Central(Messenger):
 
     def _pyro_sample(self, msg: dict[str, Any]) -> None:
         # A plate's subsample site (which images are in the batch) is no latent: Pyro draws it as usual.
-        if msg["is_observed"] or msg["value"] is not None or isinstance(msg["fn"], _Subsample):
+        if msg["is_observed"] or msg["value"] is not None or is_subsample_site(msg):
             return
         fn = msg["fn"]
         msg["value"] = fn.probs.argmax(-1) if is_discrete(msg) else central_value(fn)

@@ -23,6 +23,7 @@ from pyro.poutine import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
+from pvae.inference.pyro_internals import enumerated_dim
 from pvae.protocol import DATA_PLATE
 
 __all__ = [
@@ -96,7 +97,7 @@ def enumerated_sites(guide_trace: Trace) -> list[str]:
     return [
         name
         for name, site in sample_sites(guide_trace).items()
-        if not site["is_observed"] and site["infer"].get("_enumerate_dim") is not None
+        if not site["is_observed"] and enumerated_dim(site) is not None
     ]
 
 

@@ -33,6 +33,8 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
+from pvae.parts.networks import inverse_softplus
+
 __all__ = [
     "Likelihood",
     "Bernoulli",
@@ -73,11 +75,6 @@ class Likelihood(Protocol):
 
 def _logit(p: Tensor) -> Tensor:
     return torch.log(p) - torch.log1p(-p)
-
-
-def _inverse_softplus(y: Tensor) -> Tensor:
-    """x such that softplus(x) = y > 0."""
-    return y + torch.log(-torch.expm1(-y))
 
 
 def _solve_increasing(f: Callable[[Tensor], Tensor], target: Tensor, lo: float, hi: float, steps: int = 50) -> Tensor:
@@ -227,7 +224,7 @@ class _LocationScale:
         if self.scale is not None:
             return mean_image.clone()
         std = (mean_image * (1 - mean_image)).sqrt().clamp(0.05, 0.5)
-        return torch.cat([mean_image, _inverse_softplus(std / self._std_of_unit_scale - self.min_scale)])
+        return torch.cat([mean_image, inverse_softplus(std / self._std_of_unit_scale - self.min_scale)])
 
     def __repr__(self) -> str:
         scale = "learned" if self.scale is None else self.scale
@@ -290,7 +287,7 @@ class Beta:
     def initial_bias(self, mean_image: Tensor) -> Tensor:
         """alpha = 2 m, beta = 2 (1 - m): mean m, and the flat Beta(1, 1) where m = 1/2."""
         m = mean_image.clamp(1e-3, 1 - 1e-3)
-        return torch.cat([_inverse_softplus(2 * m), _inverse_softplus(2 * (1 - m))])
+        return torch.cat([inverse_softplus(2 * m), inverse_softplus(2 * (1 - m))])
 
     def __repr__(self) -> str:
         return "Beta()"
@@ -421,7 +418,7 @@ class DiscretizedLogistic:
         scale = (3 * mean_image * (1 - mean_image)).sqrt().div(torch.pi).clamp(min=1.0 / top)
         loc = _solve_increasing(lambda a: DiscretizedLogisticDistribution(a, scale, self.num_levels).mean,
                                 mean_image, -1.0, 2.0)
-        return torch.cat([loc, _inverse_softplus(scale - 1e-4)])
+        return torch.cat([loc, inverse_softplus(scale - 1e-4)])
 
     def __repr__(self) -> str:
         return "DiscretizedLogistic()"

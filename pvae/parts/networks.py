@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ACTIVATIONS", "mlp", "GaussianEncoder"]
+__all__ = ["ACTIVATIONS", "mlp", "GaussianEncoder", "inverse_softplus"]
 
 #: The activations by name (``TrainConfig.activation``, ``--activation``): name -> ``nn.Module`` class.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -18,6 +18,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
     "gelu": nn.GELU,
 }
+
+
+def inverse_softplus(y: Tensor) -> Tensor:
+    """x such that softplus(x) = y, elementwise, for y > 0: the raw parameter a positive scale starts from."""
+    return y + torch.log(-torch.expm1(-y))
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:

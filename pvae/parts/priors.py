@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 from torch.nn import functional as F
 
+from pvae.parts.networks import inverse_softplus
+
 __all__ = [
     "Prior",
     "StandardNormal",
@@ -50,11 +52,6 @@ class Prior(Protocol):
 def _check_z_dim(z_dim: int) -> None:
     if not isinstance(z_dim, int) or z_dim < 1:
         raise ValueError(f"z_dim must be a positive integer, got {z_dim!r}")
-
-
-def _inverse_softplus(y: Tensor) -> Tensor:
-    """x such that softplus(x) = y > 0."""
-    return y + torch.log(-torch.expm1(-y))
 
 
 class StandardNormal(nn.Module):
@@ -93,7 +90,7 @@ class DiagonalNormal(nn.Module):
         _check_z_dim(z_dim)
         self.z_dim = z_dim
         self.loc = nn.Parameter(torch.zeros(z_dim))
-        self.raw_scale = nn.Parameter(_inverse_softplus(torch.ones(z_dim)))
+        self.raw_scale = nn.Parameter(inverse_softplus(torch.ones(z_dim)))
 
     def forward(self) -> dist.TorchDistribution:
         """:returns: N(loc, diag(scale^2)), ``event_shape == (z_dim,)``."""
@@ -121,7 +118,7 @@ class MixtureOfGaussians(nn.Module):
         self.z_dim, self.num_components = z_dim, num_components
         self.logits = nn.Parameter(torch.zeros(num_components))
         self.locs = nn.Parameter(torch.randn(num_components, z_dim))
-        self.raw_scales = nn.Parameter(_inverse_softplus(torch.ones(num_components, z_dim)))
+        self.raw_scales = nn.Parameter(inverse_softplus(torch.ones(num_components, z_dim)))
 
     def forward(self) -> dist.TorchDistribution:
         """:returns: the mixture, ``batch_shape == ()``, ``event_shape == (z_dim,)``."""

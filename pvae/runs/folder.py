@@ -121,10 +121,12 @@ def rebuild_model(config: TrainConfig, state: dict[str, Any], device: torch.devi
     weights: dict[str, Tensor] = state["model"]
     model = build_model(config, int(state["x_dim"]), int(state["num_data"]))
     try:
-        model.load_state_dict(weights)  # type: ignore[attr-defined]
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"the checkpoint's weights do not fit the model its configuration describes ({err})") from err
-    return model.to(device).eval()  # type: ignore[attr-defined,no-any-return]
+    model.to(device)
+    model.eval()
+    return model
 
 
 @dataclass(frozen=True)
