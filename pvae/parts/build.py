@@ -1,5 +1,7 @@
 """Builders of parts: the prior, likelihood or posterior family a name such as ``mog:10``,
-``gaussian:learned`` or ``flow:4`` spells, with the sizes it needs passed explicitly."""
+``gaussian:learned`` or ``flow:4`` spells, with the sizes it needs passed explicitly. (The model
+families, which these parts make up, are :data:`pvae.models.families.FAMILIES`: a model layer
+above this one.)"""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from torch import Tensor
 from pvae.parts.guides import PosteriorFamily
 from pvae.parts.likelihoods import Likelihood
 from pvae.parts.priors import Prior
-from pvae.parts.registry import GUIDES, LIKELIHOODS, MODELS, PRIORS, Context, check_spec
+from pvae.parts.registry import GUIDES, LIKELIHOODS, PRIORS, Context, check_spec
 
-__all__ = ["PRIORS", "LIKELIHOODS", "GUIDES", "MODELS", "build_prior", "build_likelihood", "build_guide"]
+__all__ = ["PRIORS", "LIKELIHOODS", "GUIDES", "build_prior", "build_likelihood", "build_guide"]
 
 
 def build_prior(

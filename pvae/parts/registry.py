@@ -1,10 +1,10 @@
-"""The names of pvae's parts: ``--prior mog:10``, ``--likelihood gaussian:learned``, ``--guide flow:4``,
-``--model hierarchical``, or a model of your own as ``package.module:ClassName``.
+"""The names of pvae's parts: ``prior='mog:10'``, ``likelihood='gaussian:learned'``, ``guide='flow:4'``,
+and the spelling of a model of your own, ``package.module:ClassName`` (the model families' table is
+:data:`pvae.models.families.FAMILIES`, which builds models from these parts).
 
 A spelling is ``name`` or ``name:argument``; each entry says what its argument means and its
 default. An unknown name is refused with the list of known ones and the nearest match. This module
-knows names and their parts only: it imports no configuration (the builders that turn a
-configuration into a model live in :mod:`pvae.runs.build`).
+knows names and their parts only: it imports no configuration.
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ __all__ = [
     "PRIORS",
     "LIKELIHOODS",
     "GUIDES",
-    "MODELS",
     "Entry",
     "Context",
     "check_spec",
-    "check_model",
     "is_import_path",
     "known",
     "needs_binary",
@@ -185,18 +183,7 @@ GUIDES: dict[str, Entry] = {
                   _count(4, "L"), lambda n, c: FlowPosterior(*_guide_sizes(c), num_flows=n)),
 }
 
-#: The model families by name (``--model NAME``); :func:`pvae.runs.build.build_model` holds their
-#: builders (they need the configuration).
-MODELS: dict[str, Entry] = {
-    "vae": Entry("vae", "z -> x, the VAE of Kingma & Welling (2014)", _no_argument, lambda a, c: None),
-    "hierarchical": Entry("hierarchical", "z2 -> z1 -> x, two stochastic layers (Burda et al. 2016); sizes --z1-dim, --z-dim",
-                          _no_argument, lambda a, c: None),
-    "conditional": Entry("conditional", "p(z) p(x | z, y) with the label y observed", _no_argument, lambda a, c: None),
-    "m2": Entry("m2", "semi-supervised M2 (Kingma et al. 2014): y observed for --labels images, enumerated otherwise",
-                _no_argument, lambda a, c: None),
-}
-
-_REGISTRIES: dict[str, dict[str, Entry]] = {"prior": PRIORS, "likelihood": LIKELIHOODS, "guide": GUIDES, "model": MODELS}
+_REGISTRIES: dict[str, dict[str, Entry]] = {"prior": PRIORS, "likelihood": LIKELIHOODS, "guide": GUIDES}
 
 
 def known(kind: str) -> str:
@@ -207,7 +194,7 @@ def known(kind: str) -> str:
 def check_spec(kind: str, spec: str) -> tuple[Entry, Any]:
     """Validate a spelling such as ``mog:10``.
 
-    :param kind: ``prior``, ``likelihood``, ``guide`` or ``model``.
+    :param kind: ``prior``, ``likelihood`` or ``guide``.
     :returns: the registry entry and the parsed argument.
     :raises ConfigError: for an unknown name (listing the known ones and the nearest) or a bad argument.
     """
@@ -232,24 +219,6 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 def is_import_path(spec: str) -> bool:
     """Whether ``spec`` names a class of your own, ``package.module:ClassName``."""
     return bool(_IMPORT_PATH.match(spec))
-
-
-def check_model(spec: str) -> str:
-    """A model family's name (``vae``, ``hierarchical``, ``conditional``, ``m2``) or an import path
-    ``package.module:ClassName``, returned as given. The import path is imported only when the model
-    is built (:func:`pvae.runs.build.build_model`).
-
-    :raises ConfigError: for anything else, naming the known families.
-    """
-    if is_import_path(spec):
-        return spec
-    if ":" in spec and spec.partition(":")[0] not in MODELS:
-        raise ConfigError(
-            f"model {spec!r} is neither a known family nor an import path; a model of your own is spelled "
-            "package.module:ClassName, e.g. my_models:TwoLatentVAE"
-        )
-    check_spec("model", spec)
-    return spec
 
 
 def needs_binary(likelihood: str) -> bool:
