@@ -10,6 +10,7 @@ latents depend on each other) is refused before training with one line saying wh
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -25,11 +26,12 @@ from pvae.errors import ConfigError
 from pvae.inference.iwae import IWAE_ELBO
 from pvae.inference.traces import latent_sites, sample_sites, trace_pair
 from pvae.protocol import GraphicalModel, label_mode
-from pvae.runs.config import TrainConfig, iwae_particles
 from pvae.training.compiled import TracedELBO
 
 __all__ = [
+    "OBJECTIVES",
     "Objective",
+    "iwae_particles",
     "SemiSupervisedObjective",
     "build_objective",
     "training_objective",
@@ -41,6 +43,28 @@ __all__ = [
 
 # Anything with Pyro's differentiable_loss(model, guide, *args): an ELBO, a TracedELBO, the M2 objective.
 Objective = Any
+
+#: The objectives by spelling: Trace_ELBO, TraceMeanField_ELBO and the IWAE bound with K samples.
+OBJECTIVES: tuple[str, ...] = ("trace", "meanfield", "iwae:K")
+
+
+def iwae_particles(objective: str) -> int | None:
+    """K of an ``iwae:K`` objective, checked to be an integer >= 2; ``None`` for the other objectives.
+
+    :raises ConfigError: for an unknown objective or a malformed ``iwae:K``.
+    """
+    name, _, arg = objective.partition(":")
+    if name != "iwae":
+        if objective not in OBJECTIVES:
+            near = difflib.get_close_matches(str(objective), OBJECTIVES, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"unknown objective {objective!r}{hint}; expected one of: {', '.join(OBJECTIVES)}")
+        return None
+    if not arg.isdecimal() or int(arg) < 2:
+        raise ConfigError(
+            f"objective iwae:K needs K, an integer >= 2 importance samples per image, e.g. iwae:5; got {objective!r}"
+        )
+    return int(arg)
 
 
 def _guide_trace(model: GraphicalModel, x: Tensor, args: tuple[Tensor, ...]) -> Any:
@@ -58,30 +82,35 @@ def wants_enumeration(model: GraphicalModel, x: Tensor, *args: Tensor) -> bool:
     return any(site["infer"].get("enumerate") == "parallel" for site in sample_sites(trace).values())
 
 
-def build_objective(config: TrainConfig, *, enumerates: bool = False) -> ELBO:
-    """The Pyro ELBO that ``config.objective`` names, for a model that does (or does not) enumerate.
+def build_objective(objective: str, *, num_particles: int = 1, enumerates: bool = False) -> ELBO:
+    """The Pyro ELBO that ``objective`` names, for a model that does (or does not) enumerate.
 
+    :param objective: ``trace``, ``meanfield`` or ``iwae:K``.
+    :param num_particles: Monte Carlo samples of the latents per image (``iwae:K`` draws its own K).
     :param enumerates: the guide has sites marked for enumeration (:func:`wants_enumeration`).
-    :raises ConfigError: for an objective that cannot sum over an enumerated site.
+    :raises ValueError: for an objective that cannot sum over an enumerated site (settings are
+        checked against the model before this is called: :func:`pvae.models.families.check_fit`).
     """
     # max_plate_nesting=1 (the data plate) lets Pyro vectorize particles, and enumerate, to its left.
-    vectorize = config.num_particles > 1
+    vectorize = num_particles > 1
+    k = iwae_particles(objective)
     if enumerates:
-        if config.objective != "trace":
-            raise ConfigError(
-                f"the guide enumerates a discrete latent, which objective {config.objective} cannot sum over; "
-                "use --objective trace (TraceEnum_ELBO sums it exactly)"
-            )
+        if objective != "trace":
+            raise ValueError(f"expected objective 'trace' for a guide that enumerates a discrete latent "
+                             f"(TraceEnum_ELBO sums it exactly), got {objective!r}")
         # Not strict: M2's labelled batches run the same ELBO with y observed, where nothing is enumerated.
-        return TraceEnum_ELBO(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1,
+        return TraceEnum_ELBO(num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=1,
                               strict_enumeration_warning=False)
-    if (k := iwae_particles(config.objective)) is not None:
+    if k is not None:
         return IWAE_ELBO(num_particles=k, max_plate_nesting=1)
-    cls = Trace_ELBO if config.objective == "trace" else TraceMeanField_ELBO
-    return cls(num_particles=config.num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
+    cls = Trace_ELBO if objective == "trace" else TraceMeanField_ELBO
+    return cls(num_particles=num_particles, vectorize_particles=vectorize, max_plate_nesting=1)
 
 
-def check_objective(config: TrainConfig, model: GraphicalModel, x: Tensor, *args: Tensor) -> None:
+def check_objective(
+    model: GraphicalModel, x: Tensor, *args: Tensor, objective: str, guide: str | None = None,
+    prior: str | None = None,
+) -> None:
     """Refuse, before training, an analytic-KL objective the model cannot have.
 
     ``TraceMeanField_ELBO`` would otherwise fall back to Monte Carlo without a word where
@@ -89,9 +118,13 @@ def check_objective(config: TrainConfig, model: GraphicalModel, x: Tensor, *args
     latent sites depend on each other. Both are read from traces of the guide and model on ``x``
     (the dependencies by Pyro's ``get_model_relations`` on the guide).
 
+    :param x: a few training images ``(n, x_dim)``; ``args``: what model and guide take besides.
+    :param objective: ``trace``, ``meanfield`` or ``iwae:K``; only ``meanfield`` is checked.
+    :param guide: the guide's spelling (e.g. ``diagonal``), named in the refusal when given.
+    :param prior: the prior's spelling (e.g. ``mog:3``), named in the refusal when given.
     :raises ConfigError: naming the pair and what to use instead.
     """
-    if config.objective != "meanfield":
+    if objective != "meanfield":
         return
     # Which guide site is drawn from which: Pyro's provenance tracking, as pyro.render_model uses it.
     parents = get_model_relations(model.guide, (x, *args))["sample_sample"]
@@ -100,10 +133,11 @@ def check_objective(config: TrainConfig, model: GraphicalModel, x: Tensor, *args
         site, upstream = next(iter(dependent.items()))
         raise ConfigError(
             f"objective 'meanfield' (TraceMeanField_ELBO) needs a mean-field guide, but the guide draws {site!r} "
-            f"from {', '.join(map(repr, upstream))}; use --objective trace or iwae:K"
+            f"from {', '.join(map(repr, upstream))}; use objective='trace' or objective='iwae:K'"
         )
     with torch.no_grad(), pyro.validation_enabled(False):
         guide_trace, model_trace, _ = trace_pair(model.model, model.guide, x, *args, enumerate_discrete=False)
+    parts = ", ".join(f"{kind} {spec}" for kind, spec in (("guide", guide), ("prior", prior)) if spec is not None)
     for name in latent_sites(model_trace):
         q, p = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]
         try:
@@ -111,7 +145,7 @@ def check_objective(config: TrainConfig, model: GraphicalModel, x: Tensor, *args
         except NotImplementedError:
             raise ConfigError(
                 f"objective 'meanfield' (TraceMeanField_ELBO) needs KL(q || p) in closed form at every latent site, "
-                f"and site {name!r} (guide {config.guide}, prior {config.prior}) has none; use --objective trace "
+                f"and site {name!r}{f' ({parts})' if parts else ''} has none; use objective='trace' "
                 "(Monte-Carlo KL), or a closed-form pair: guide diagonal with prior normal, diagonal or laplace; "
                 "guide full-cov with prior normal or diagonal"
             ) from None
@@ -182,41 +216,52 @@ class SemiSupervisedObjective:
                 + self.elbo.differentiable_loss(model, guide, xl, yl) + aux)
 
 
-def engine_for(config: TrainConfig, *, own_model: bool, enumerates: bool) -> str:
-    """``jit`` or ``eager``: what ``config.engine`` means for this model.
+def engine_for(engine: str, *, own_model: bool, enumerates: bool, semi_supervised: bool = False) -> str:
+    """``jit`` or ``eager``: what the setting ``engine`` (``auto``, ``jit`` or ``eager``) means for this model.
 
     ``auto`` traces the models pvae builds whose objective is a fixed computation per minibatch
     shape; a model of your own, and one whose step enumerates or draws a labelled minibatch (M2),
-    run eagerly.
+    run eagerly. Whether the model supports an explicit ``jit`` is checked beforehand
+    (:func:`pvae.models.families.check_fit`).
+
+    :param own_model: the model is the caller's (an object, or a class by import path).
+    :param enumerates: the guide enumerates a site (:func:`wants_enumeration`).
+    :param semi_supervised: the model's label mode is ``semi-supervised``.
     """
-    if config.engine != "auto":
-        return config.engine
-    return "eager" if own_model or enumerates else "jit"
+    if engine != "auto":
+        return engine
+    return "eager" if own_model or enumerates or semi_supervised else "jit"
 
 
 def training_objective(
-    config: TrainConfig,
     model: GraphicalModel,
     *,
-    own_model: bool = False,
+    objective: str,
+    num_particles: int = 1,
+    engine: str = "jit",
     enumerates: bool = False,
     labelled: tuple[Tensor, Tensor, torch.Generator] | None = None,
 ) -> Objective:
-    """The objective each SVI step calls, run by the configured engine.
+    """The objective each SVI step calls, run by ``engine``.
 
-    :param own_model: ``model`` is the caller's, not built from ``config``: engine ``auto`` runs it eagerly.
+    :param objective: ``trace``, ``meanfield`` or ``iwae:K`` (:func:`build_objective`).
+    :param num_particles: Monte Carlo samples of the latents per image.
+    :param engine: ``jit`` (:class:`~pvae.training.compiled.TracedELBO`) or ``eager``, as
+        :func:`engine_for` resolves the setting.
     :param enumerates: the guide enumerates a site (:func:`wants_enumeration`).
     :param labelled: for a semi-supervised model, its labelled images, their classes and the data
         stream that picks each step's labelled minibatch.
-    :raises ConfigError: for engine ``jit`` with a semi-supervised model (its step draws a labelled
-        minibatch, which a trace would freeze).
+    :raises ValueError: for a semi-supervised model without ``labelled``, or with engine ``jit``
+        (its step draws a labelled minibatch, which a trace would freeze).
     """
-    elbo = build_objective(config, enumerates=enumerates)
+    if engine not in ("jit", "eager"):
+        raise ValueError(f"expected engine 'jit' or 'eager' (engine_for resolves 'auto'), got {engine!r}")
+    elbo = build_objective(objective, num_particles=num_particles, enumerates=enumerates)
     if label_mode(model) == "semi-supervised":
         if labelled is None:
             raise ValueError("a semi-supervised model trains with its labelled images: pass labelled=(x, y, generator)")
-        if config.engine == "jit":
-            raise ConfigError("engine 'jit' cannot trace model m2's step, which draws a labelled minibatch each time; "
-                              "use --engine auto or eager")
+        if engine == "jit":
+            raise ValueError("expected engine 'eager' for a semi-supervised model, whose step draws a labelled "
+                             "minibatch each time, got 'jit'")
         return SemiSupervisedObjective(elbo, *labelled)
-    return TracedELBO(model, elbo) if engine_for(config, own_model=own_model, enumerates=enumerates) == "jit" else elbo
+    return TracedELBO(model, elbo) if engine == "jit" else elbo

@@ -21,7 +21,6 @@ from pyro.poutine.scale_messenger import ScaleMessenger
 from torch import Tensor
 
 from pvae.devices import forked_rng
-from pvae.runs.config import TrainConfig
 
 __all__ = ["LatentScale", "WeightedObjective", "kl_weight"]
 
@@ -38,21 +37,21 @@ class LatentScale(ScaleMessenger):
             super()._process_message(msg)
 
 
-def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The weight w of the 1-based global ``step``: beta * min(1, step / (kl_warmup * steps_per_epoch)).
+def kl_weight(step: int, steps_per_epoch: int, *, warmup_epochs: int, beta: float) -> float:
+    """The weight w of the 1-based global ``step``: beta * min(1, step / (warmup_epochs * steps_per_epoch)).
 
     Warm-up rises linearly step by step, from beta / (its number of steps) at the first step (a
     scale of exactly 0 would drop the latents' scores, which Pyro refuses) to beta at the last step
-    of epoch ``kl_warmup``; without warm-up w is beta throughout.
+    of epoch ``warmup_epochs``; without warm-up (0 epochs) w is beta throughout.
 
-    >>> kl_weight(TrainConfig(kl_warmup=2), 1, 100), kl_weight(TrainConfig(kl_warmup=2), 100, 100)
+    >>> kl_weight(1, 100, warmup_epochs=2, beta=1.0), kl_weight(100, 100, warmup_epochs=2, beta=1.0)
     (0.005, 0.5)
     """
     if step < 1:
         raise ValueError(f"steps count from 1, got {step}")
-    if config.kl_warmup == 0:
-        return config.beta
-    return config.beta * min(1.0, step / (config.kl_warmup * steps_per_epoch))
+    if warmup_epochs == 0:
+        return beta
+    return beta * min(1.0, step / (warmup_epochs * steps_per_epoch))
 
 
 class WeightedObjective:
