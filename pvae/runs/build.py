@@ -1,29 +1,23 @@
 """From a run's record to a model: the whole model a :class:`~pvae.runs.config.TrainConfig`
-describes, and the checks that a configuration fits together.
+describes, and the one check that a configuration fits together.
 
-The parts' names and their parsing live in :mod:`pvae.parts.registry`, their builders in
-:mod:`pvae.parts.build`; this module joins them to the configuration (it imports both, and neither
-imports it).
+The parts' names live in :mod:`pvae.parts.registry`, the model families (what each supports, and
+its builder) in :mod:`pvae.models.families`; this module joins them to the configuration (it
+imports both, and neither imports it).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
 
 from torch import Tensor, nn
 
-from pvae.runs.config import TrainConfig, iwae_particles, model_arguments
 from pvae.errors import ConfigError
-from pvae.parts.guides import PosteriorFamily
-from pvae.parts.likelihoods import Likelihood
-from pvae.models import VAE, ConditionalVAE, SemiSupervisedVAE, TopLayerPosterior, TwoLayerVAE
-from pvae.parts.networks import set_output_bias
-from pvae.parts.priors import Prior
+from pvae.models.families import FAMILIES, NUM_CLASSES, check_fit, check_model
+from pvae.parts.registry import LIKELIHOODS, check_spec, is_import_path, needs_binary
 from pvae.protocol import GraphicalModel, label_mode
-from pvae.parts.build import build_guide, build_likelihood, build_prior
-from pvae.parts.registry import LIKELIHOODS, check_model, check_spec, is_import_path, needs_binary
+from pvae.runs.config import TrainConfig, model_arguments
 
 __all__ = [
     "NUM_CLASSES",
@@ -35,19 +29,20 @@ __all__ = [
     "default_vae",
 ]
 
-# MNIST, Fashion-MNIST and KMNIST each have ten classes.
-NUM_CLASSES = 10
+# What a family's builder takes besides the settings of the same name.
+_BUILD_INPUTS = ("x_dim", "num_data", "mean_image", "init_data")
 
 
 def check_config(config: TrainConfig) -> None:
     """Check that a configuration's names are known and fit together, before anything is built.
 
     The field-by-field checks are :class:`~pvae.runs.config.TrainConfig`'s own; these need the
-    registry: known prior, likelihood, guide and model names; a likelihood for binary pixels only
-    with binarized data; labels (``--labels``) only for ``m2``, and ``m2`` only with them; a
-    VampPrior only where the guide's posterior is q(z|x) (not q(z | x, y)). Whether an analytic-KL
-    objective fits the guide is read from its traces once it is built
-    (:func:`pvae.training.objectives.check_objective`).
+    tables: known prior, likelihood, guide and model names; a likelihood for binary pixels only
+    with binarized data; what the model family supports (its objectives and engines, and labels
+    only for a semi-supervised family, which needs them; :func:`pvae.models.families.check_fit`),
+    labels a multiple of the classes; a VampPrior only where the guide's posterior is q(z|x) (not
+    q(z | x, y)). What a model of your own supports, and whether an analytic-KL objective fits the
+    guide, is read from its traces once it is built (:func:`pvae.runs.train.train`).
 
     :raises ConfigError: one line saying what to change.
     """
@@ -58,26 +53,23 @@ def check_config(config: TrainConfig) -> None:
         grey = [e.usage for name, e in LIKELIHOODS.items() if not needs_binary(name)]
         raise ConfigError(
             f"the {config.likelihood} likelihood needs binary pixels, but binarization is 'none'; "
-            f"use --binarization dynamic or static, or a likelihood for grey levels: {', '.join(grey)}"
+            f"use binarization='dynamic' or binarization='static', or a likelihood for grey levels: {', '.join(grey)}"
         )
-    if config.model == "m2" and config.labels is None:
-        raise ConfigError("model m2 learns from a few labelled images: give their number with --labels, e.g. --labels 100")
-    if config.model not in ("m2",) and not is_import_path(config.model) and config.labels is not None:
-        raise ConfigError(f"--labels picks the labelled images of model m2; model {config.model} "
-                          f"{'uses every label' if config.model == 'conditional' else 'uses no labels'}: drop --labels")
+    own = is_import_path(config.model)
+    if not own:
+        check_fit(config.model, FAMILIES[config.model], objective=config.objective, engine=config.engine,
+                  labels=config.labels)
     if config.labels is not None and config.labels % NUM_CLASSES:
-        raise ConfigError(f"--labels is drawn class-balanced, so it must be a multiple of the {NUM_CLASSES} classes; "
-                          f"got {config.labels} (e.g. {max(NUM_CLASSES, config.labels // NUM_CLASSES * NUM_CLASSES)})")
-    if config.prior.partition(":")[0] == "vamp" and config.model in ("conditional", "m2"):
+        raise ConfigError(f"labels are drawn class-balanced, so their number must be a multiple of the {NUM_CLASSES} "
+                          f"classes; got labels={config.labels} "
+                          f"(e.g. labels={max(NUM_CLASSES, config.labels // NUM_CLASSES * NUM_CLASSES)})")
+    if config.prior.partition(":")[0] == "vamp" and not own and FAMILIES[config.model].label_mode != "none":
         raise ConfigError(f"the vamp prior mixes q(z|x) at pseudo-images, but model {config.model}'s guide is "
-                          "q(z | x, y); use another prior (e.g. mog:10)")
-    if config.model_args != "{}" and not is_import_path(config.model):
-        raise ConfigError(f"--model-args are the constructor arguments of a model of your own "
-                          f"(--model package.module:ClassName); model {config.model} takes its sizes from the other flags")
-    if config.objective != "trace" and config.model == "m2":
-        raise ConfigError(f"model m2 sums its latent label out by enumeration (TraceEnum_ELBO), which the objective "
-                          f"{config.objective} cannot do; use --objective trace")
-    iwae_particles(config.objective)
+                          "q(z | x, y); use another prior (e.g. prior='mog:10')")
+    if config.model_args != "{}" and not own:
+        raise ConfigError(f"model_args are the constructor arguments of a model of your own "
+                          f"(model='package.module:ClassName'); model {config.model} takes its sizes from the other "
+                          f"settings: drop model_args={config.model_args!r}")
 
 
 def import_model_class(path: str) -> type[nn.Module]:
@@ -89,16 +81,16 @@ def import_model_class(path: str) -> type[nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ConfigError(f"cannot import {module_name!r} for --model {path} ({err}); put its folder on "
+        raise ConfigError(f"cannot import {module_name!r} for model={path!r} ({err}); put its folder on "
                           "PYTHONPATH or install it") from None
     except Exception as err:  # the user's module itself fails (a SyntaxError, a NameError, ...): say where
-        raise ConfigError(f"importing {module_name!r} for --model {path} failed: {type(err).__name__}: "
+        raise ConfigError(f"importing {module_name!r} for model={path!r} failed: {type(err).__name__}: "
                           f"{' '.join(str(err).split())}") from None
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise ConfigError(f"module {module_name!r} has no {class_name!r} (for --model {path})")
+        raise ConfigError(f"module {module_name!r} has no {class_name!r} (for model={path!r})")
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
-        raise ConfigError(f"--model {path} must name a torch.nn.Module class (e.g. a PyroModule), got {cls!r}")
+        raise ConfigError(f"model={path!r} must name a torch.nn.Module class (e.g. a PyroModule), got {cls!r}")
     missing = [name for name in ("model", "guide") if not callable(getattr(cls, name, None))]
     if missing:
         raise ConfigError(f"{path} lacks {' and '.join(missing)}: a pvae model has model(x, ...) and guide(x, ...) "
@@ -113,8 +105,10 @@ def build_model(
     mean_image: Tensor | None = None,
     *,
     init_data: Tensor | None = None,
+    checked: bool = False,
 ) -> GraphicalModel:
-    """The graphical model a configuration describes (its ``model`` family, or a class of your own).
+    """The graphical model a configuration describes: its family's builder
+    (:data:`~pvae.models.families.FAMILIES`) called with the settings it takes, or a class of your own.
 
     :param x_dim: pixels per image.
     :param num_data: N, the training-set size.
@@ -123,55 +117,37 @@ def build_model(
     :param init_data: training images ``(n, x_dim)`` for data-dependent starting values (the VampPrior's
         pseudo-inputs); without them such parameters start from noise. Loading a checkpoint
         overwrites them either way.
+    :param checked: the caller has run :func:`check_config` on ``config`` already (as
+        :func:`pvae.train` does, once, before it writes anything).
     :raises ConfigError: for names that do not fit (see :func:`check_config`) or a class of your
         own that cannot be built from ``model_args``.
     """
-    check_config(config)
+    if not checked:
+        check_config(config)
     if is_import_path(config.model):
-        cls = import_model_class(config.model)
-        kwargs = model_arguments(config.model_args)
-        try:
-            model = cls(x_dim=x_dim, num_data=num_data, **kwargs)
-        except Exception as err:  # a wrong argument, or the constructor's own error: one line, with its type
-            raise ConfigError(f"{config.model}(x_dim={x_dim}, num_data={num_data}, **{config.model_args}) failed: "
-                              f"{type(err).__name__}: {' '.join(str(err).split())}") from None
-        for name in ("x_dim", "num_data"):
-            if not hasattr(model, name):
-                raise ConfigError(f"{config.model} must keep its constructor's {name} as an attribute (see pvae.protocol)")
-        label_mode(model)
-        return model  # type: ignore[return-value]
-    likelihood = build_likelihood(config.likelihood)
-    sizes = (config.hidden, config.activation)
-    model: Any
-    if config.model == "hierarchical":
-        # The guide first: a VampPrior over z2 mixes the guide's two layers at its pseudo-inputs.
-        q1 = build_guide(config.guide, x_dim, config.z1_dim, *sizes)
-        q2 = build_guide(config.guide, config.z1_dim, config.z_dim, config.top_hidden, config.activation)
-        prior = build_prior(config.prior, config.z_dim, x_dim=x_dim, posterior=TopLayerPosterior(q1, q2),
-                            init_data=init_data)
-        model = TwoLayerVAE(x_dim, config.z1_dim, config.z_dim, prior=prior, likelihood=likelihood, posterior=q1,
-                            top_posterior=q2, hidden=config.hidden, top_hidden=config.top_hidden,
-                            activation=config.activation, num_data=num_data)
-    elif config.model in ("conditional", "m2"):
-        # q(z | x, y) reads the image and the one-hot label.
-        posterior = build_guide(config.guide, x_dim + NUM_CLASSES, config.z_dim, *sizes)
-        prior = build_prior(config.prior, config.z_dim)
-        common = dict(prior=prior, likelihood=likelihood, posterior=posterior, hidden=config.hidden,
-                      activation=config.activation, num_data=num_data)
-        if config.model == "conditional":
-            model = ConditionalVAE(x_dim, config.z_dim, NUM_CLASSES, **common)
-        else:
-            model = SemiSupervisedVAE(x_dim, config.z_dim, NUM_CLASSES, num_labelled=config.labels,
-                                      aux_weight=config.aux_weight, **common)
-    else:
-        # The guide first: a VampPrior is built on it.
-        posterior = build_guide(config.guide, x_dim, config.z_dim, *sizes)
-        prior = build_prior(config.prior, config.z_dim, x_dim=x_dim, posterior=posterior, init_data=init_data)
-        model = VAE(x_dim, config.z_dim, prior=prior, likelihood=likelihood, posterior=posterior,
-                    hidden=config.hidden, activation=config.activation, num_data=num_data)
-    if mean_image is not None:
-        set_output_bias(model.decoder, likelihood.initial_bias(mean_image).to(model.decoder[-1].bias))
-    return model
+        return _build_own(config, x_dim, num_data)
+    build = FAMILIES[config.model].build
+    assert build is not None  # every entry of the table has its builder
+    # The builder's other arguments are settings of the same name.
+    settings = {name: getattr(config, name) for name in inspect.signature(build).parameters
+                if name not in _BUILD_INPUTS}
+    return build(x_dim=x_dim, num_data=num_data, mean_image=mean_image, init_data=init_data, **settings)
+
+
+def _build_own(config: TrainConfig, x_dim: int, num_data: int) -> GraphicalModel:
+    """The class of your own ``config.model`` names, built with ``x_dim``, ``num_data`` and ``model_args``."""
+    cls = import_model_class(config.model)
+    kwargs = model_arguments(config.model_args)
+    try:
+        model = cls(x_dim=x_dim, num_data=num_data, **kwargs)
+    except Exception as err:  # a wrong argument, or the constructor's own error: one line, with its type
+        raise ConfigError(f"{config.model}(x_dim={x_dim}, num_data={num_data}, **{config.model_args}) failed: "
+                          f"{type(err).__name__}: {' '.join(str(err).split())}") from None
+    for name in ("x_dim", "num_data"):
+        if not hasattr(model, name):
+            raise ConfigError(f"{config.model} must keep its constructor's {name} as an attribute (see pvae.protocol)")
+    label_mode(model)
+    return model  # type: ignore[return-value]
 
 
 def build_vae(

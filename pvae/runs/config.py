@@ -3,28 +3,29 @@
 Every field is a command-line flag of ``pvae train`` (``z_dim`` -> ``--z-dim``); ``__post_init__``
 only validates each field's form. Whether the names (``--prior``, ``--model``, ...) are known and
 fit together is checked by :func:`pvae.runs.build.check_config`, which :func:`pvae.train` calls
-before it writes anything: this module imports no registry.
+before it writes anything: this module imports no registry. Its messages name fields as Python
+spells them (``labels=100``); the command line shows them as flags (``--labels 100``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from pvae.data import BINARIZATIONS, DATASETS
 from pvae.errors import ConfigError
 from pvae.parts.networks import ACTIVATIONS
+from pvae.training.objectives import OBJECTIVES, iwae_particles
+from pvae.training.schedules import LR_SCHEDULES
 
 __all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "FIELD_CHOICES", "ConfigError", "iwae_particles",
            "model_arguments"]
 
-OBJECTIVES: tuple[str, ...] = ("trace", "meanfield", "iwae:K")
 ENGINES: tuple[str, ...] = ("auto", "jit", "eager")
-LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "exponential", "iwae")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 # The fields that take one of a fixed set of names (pvae train lists them as argparse choices).
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {
@@ -151,12 +152,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, allowed in FIELD_CHOICES.items():
             _choice(name, getattr(self, name), allowed)
-        iwae_particles(self.objective)
+        iwae_k = iwae_particles(self.objective)
         if not isinstance(self.dequantize, bool):
             raise ConfigError(f"dequantize must be true or false, got {self.dequantize!r}")
         if self.dequantize and self.binarization != "none":
             raise ConfigError(f"dequantize spreads grey levels over their 8-bit bins; it needs binarization none, "
-                              f"got {self.binarization!r}: use --binarization none --dequantize")
+                              f"got {self.binarization!r}: use binarization='none' with dequantize=True")
         for kind in ("model", "prior", "likelihood", "guide"):
             if not isinstance(getattr(self, kind), str) or not getattr(self, kind):
                 raise ConfigError(f"{kind} must be a name such as {TrainConfig.__dataclass_fields__[kind].default!r}, "
@@ -169,7 +170,7 @@ class TrainConfig:
         if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
             raise ConfigError(f"aux_weight must be a number >= 0, e.g. 0.1; got {self.aux_weight}")
         _at_least("num_particles", self.num_particles, 1)
-        if iwae_particles(self.objective) is not None and self.num_particles != 1:
+        if iwae_k is not None and self.num_particles != 1:
             raise ConfigError(
                 f"objective {self.objective} already draws its K samples per image; "
                 f"leave num_particles at 1, got {self.num_particles}"
@@ -192,15 +193,16 @@ class TrainConfig:
         _at_least("kl_warmup", self.kl_warmup, 0)
         if not (self.beta > 0 and math.isfinite(self.beta)):
             raise ConfigError(f"beta must be a positive weight of the KL term, e.g. 1 (the ELBO) or 4; got {self.beta}")
-        if (self.kl_warmup or self.beta != 1) and iwae_particles(self.objective) is not None:
+        if (self.kl_warmup or self.beta != 1) and iwae_k is not None:
             # log-mean-exp over K samples mixes every term, so no KL term is left to weight.
             raise ConfigError(f"kl_warmup and beta weight the KL term of the ELBO, which the IWAE bound "
-                              f"({self.objective}) does not have; use --objective trace or meanfield with them")
+                              f"({self.objective}) does not have; use objective='trace' or objective='meanfield' "
+                              "with them")
         if self.patience is not None:
             _at_least("patience", self.patience, 1)
             if self.val_size == 0:
                 raise ConfigError("patience stops on the validation ELBO, and val_size 0 leaves no validation "
-                                  "images; give --val-size, e.g. 400")
+                                  "images; give some, e.g. val_size=400")
         if any(not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in self.keep_epochs):
             raise ConfigError(f"keep_epochs must be epoch numbers >= 1, e.g. 1 4 13; got {self.keep_epochs}")
 
@@ -240,22 +242,6 @@ def model_arguments(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"model_args must be a JSON object such as '{{\"z_dim\": 8}}', got {text!r}")
     return value
-
-
-def iwae_particles(objective: str) -> int | None:
-    """K of an ``iwae:K`` objective, checked to be an integer >= 2; ``None`` for the other objectives.
-
-    :raises ConfigError: for an unknown objective or a malformed ``iwae:K``.
-    """
-    name, _, arg = objective.partition(":")
-    if name != "iwae":
-        _choice("objective", objective, OBJECTIVES)
-        return None
-    if not arg.isdecimal() or int(arg) < 2:
-        raise ConfigError(
-            f"objective iwae:K needs K, an integer >= 2 importance samples per image, e.g. iwae:5; got {objective!r}"
-        )
-    return int(arg)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
