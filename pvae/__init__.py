@@ -32,7 +32,7 @@ _LAZY: dict[str, str] = {
     "compare_runs": "pvae.runs.compare",
     "GUIDES": "pvae.parts.build",
     "LIKELIHOODS": "pvae.parts.build",
-    "MODELS": "pvae.parts.build",
+    "MODELS": "pvae.models.families",
     "PRIORS": "pvae.parts.build",
     "build_guide": "pvae.parts.build",
     "build_likelihood": "pvae.parts.build",
@@ -130,7 +130,8 @@ if TYPE_CHECKING:  # the names as a type checker and an IDE see them
     from pvae.inference.predictive import central_latents, generate, reconstruct
     from pvae.inference.quadrature import posterior_on_grid
     from pvae.models import VAE, ConditionalVAE, SemiSupervisedVAE, TwoLayerVAE
-    from pvae.parts.build import GUIDES, LIKELIHOODS, MODELS, PRIORS, build_guide, build_likelihood, build_prior
+    from pvae.models.families import MODELS
+    from pvae.parts.build import GUIDES, LIKELIHOODS, PRIORS, build_guide, build_likelihood, build_prior
     from pvae.parts.guides import DiagonalPosterior, FlowPosterior, FullCovariancePosterior, PosteriorFamily
     from pvae.parts.likelihoods import Bernoulli, Beta, ContinuousBernoulli, DiscretizedLogistic, Gaussian, Likelihood
     from pvae.parts.priors import (

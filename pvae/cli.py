@@ -13,14 +13,16 @@ import inspect
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pvae.data import DataNotFoundError
+from pvae.errors import ConfigError
 from pvae.inference.importance import DEFAULT_CHUNK_SIZE
 from pvae.runs.checkpoint import CheckpointError
 from pvae.runs.config import FIELD_CHOICES, TrainConfig
@@ -30,7 +32,7 @@ from pvae.runs.train import TrainingDivergedError
 from pvae.training.recipes import recipe_fields
 from pvae.version import __version__
 
-__all__ = ["main", "build_parser", "field_docs"]
+__all__ = ["main", "build_parser", "field_docs", "as_flags"]
 
 # TrainConfig field types as written in its (postponed) annotations -> argparse settings.
 _ARG_TYPES: dict[str, dict[str, Any]] = {
@@ -107,6 +109,49 @@ def _plain(text: str) -> str:
     text = re.sub(r":\w+:`~(?:[^`]*\.)?([^`.]+)`", r"\1", text)  # :role:`~a.b.C` -> C
     text = re.sub(r":\w+:`([^`]+)`", r"\1", text)  # :role:`a.b.C` -> a.b.C
     return text.replace("``", "")
+
+
+#: TrainConfig's fields as flags (``z_dim`` -> ``--z-dim``), with train()'s own switches.
+TRAIN_FLAGS: dict[str, str] = {
+    **{f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)},
+    "resume": "--resume",
+    "overwrite": "--overwrite",
+}
+# name=value as Python spells a keyword argument: 'text', "text", (1, 2), or a bare word or number
+_KEYWORD = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|\([^)]*\)|[^\s,;()]+)")
+
+
+def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
+    """A library message with its parameters spelled as command-line flags.
+
+    Library errors name a setting as Python spells a keyword argument (``labels=100``,
+    ``objective='trace'``, ``dequantize=True``, ``hidden=(200, 200)``); on the command line the
+    same words read ``--labels 100``, ``--objective trace``, ``--dequantize``, ``--hidden 200 200``.
+    Only names in ``flags`` are rewritten; a trailing period or comma stays where it was.
+
+    :param flags: parameter name -> flag; default :data:`TRAIN_FLAGS` (``pvae train``'s).
+
+    >>> as_flags("model m2 needs labels: e.g. labels=100; use objective='trace' or binarization='none' with dequantize=True.")
+    'model m2 needs labels: e.g. --labels 100; use --objective trace or --binarization none with --dequantize.'
+    """
+    flags = TRAIN_FLAGS if flags is None else flags
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in flags:
+            return match.group(0)
+        end = ""
+        if value[-1] == "." and value[0] not in "'\"(":  # the sentence's period, not a decimal point
+            value, end = value[:-1], "."
+        if value[0] in "'\"":
+            value = value[1:-1]
+        elif value[0] == "(":
+            return f"{flags[name]} {' '.join(shlex.quote(v.strip()) for v in value[1:-1].split(',') if v.strip())}{end}"
+        if value == "True":
+            return flags[name] + end
+        return f"{flags[name]} {shlex.quote(value)}{end}"
+
+    return _KEYWORD.sub(flag, message)
 
 
 def _version() -> str:
@@ -202,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    try:
+        _run_train(args)
+    except (ConfigError, RunFolderError, TrainingDivergedError) as err:
+        # the library names parameters (labels=100); here they are the flags (--labels 100)
+        raise type(err)(as_flags(str(err))) from None
+
+
+def _run_train(args: argparse.Namespace) -> None:
     from pvae.runs.train import train
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
