@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from pvae import TrainConfig, load_data, train
 from pvae.data import fixed_eval_set
-from pvae.inference.ais import ais_estimate
+from pvae.inference.ais import AISSettings, ais_estimate
 from pvae.inference.importance import DEFAULT_CHUNK_SIZE
 from pvae.runs.folder import load_run, rebuild_model, resolve_device
 
@@ -169,8 +169,9 @@ def main() -> None:
 
     def pvae_estimator(xb: Tensor) -> Tensor:
         with pyro.validation_enabled(False):
-            return ais_estimate(vae.model, vae.guide, xb, num_steps=args.steps, num_leapfrog=args.leapfrog,
-                                num_chains=args.chains, chunk_size=args.chunk_size).log_px
+            return ais_estimate(vae.model, vae.guide, xb, settings=AISSettings(
+                num_steps=args.steps, num_leapfrog=args.leapfrog, num_chains=args.chains,
+                chunk_size=args.chunk_size)).log_px
 
     def hand_estimator(xb: Tensor) -> Tensor:
         return hand_written_ais(vae.encoder, vae.decoder, xb, chunk_size=args.chunk_size, **settings)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from pvae import open_run
 from pvae.data import fixed_eval_set
-from pvae.inference.ais import ais_estimate, bdmc, simulate_data
+from pvae.inference.ais import AISSettings, ais_estimate, bdmc, simulate_data
 from pvae.inference.importance import DEFAULT_CHUNK_SIZE, importance_estimate
 from pvae.inference.traces import check_data_support
 from pvae.protocol import label_mode
@@ -91,7 +91,7 @@ def main() -> None:
         is_est = importance_estimate(model.model, model.guide, x, num_samples=args.num_samples,
                                      chunk_size=args.chunk_size)
         is_seconds = time.perf_counter() - tic
-        ais_est = ais_estimate(model.model, model.guide, x, num_steps=args.steps, **ais_settings)
+        ais_est = ais_estimate(model.model, model.guide, x, settings=AISSettings(num_steps=args.steps, **ais_settings))
     diff, diff_se = paired(ais_est.log_px, is_est.log_px)
     print(f"{config.model} model of {args.run} ({out['epochs']} epochs); first {len(x)} test images; "
           f"{torch.get_num_threads()} threads on {device}")
@@ -121,7 +121,7 @@ def main() -> None:
             print(f"{'T':>6} {'lower (fwd)':>12} {'upper (rev)':>12} {'gap':>8} {'stderr':>7} {'seconds':>9}")
             rows = []
             for steps in args.bdmc_steps:
-                result = bdmc(model.model, model.guide, data, num_steps=steps, **ais_settings)
+                result = bdmc(model.model, model.guide, data, settings=AISSettings(num_steps=steps, **ais_settings))
                 seconds = result.forward.seconds + result.reverse.seconds
                 print(f"{steps:6d} {result.forward.log_px_mean:12.3f} {result.reverse.log_px_mean:12.3f} "
                       f"{result.gap_mean:8.3f} {result.gap_stderr:7.3f} {seconds:9.1f}")

@@ -23,10 +23,9 @@ from typing import Any
 
 from pvae.data import DataNotFoundError
 from pvae.errors import ConfigError
-from pvae.inference.importance import DEFAULT_CHUNK_SIZE
 from pvae.runs.checkpoint import CheckpointError
 from pvae.runs.config import FIELD_CHOICES, TrainConfig
-from pvae.runs.evaluate import METHODS
+from pvae.runs.evaluate import SETTING_CHOICES, EvaluationSettings
 from pvae.runs.folder import CONFIG, RunFolderError
 from pvae.runs.train import TrainingDivergedError
 from pvae.training.recipes import recipe_fields
@@ -78,6 +77,48 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         # argparse.SUPPRESS keeps unset flags out of the namespace, so --resume can tell what was given.
         parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=sentence, **kwargs)
+
+
+#: EvaluationSettings' fields as ``pvae evaluate``'s flags: their names, but for the AIS path's
+#: short forms and the switch that turns the progress bar off.
+EVALUATE_FLAGS: dict[str, str] = {
+    **{f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(EvaluationSettings)},
+    "num_steps": "--steps",
+    "num_leapfrog": "--leapfrog",
+    "num_chains": "--chains",
+    "progress": "--no-progress",
+}
+_EVALUATE_METAVARS = {"checkpoint": "FILE", "num_samples": "K", "num_steps": "T", "num_leapfrog": "L",
+                      "num_chains": "C", "bdmc_images": "M", "data_dir": "DIR"}
+
+
+def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`EvaluationSettings` field, its help the field's ``:param:`` entry."""
+    docs = field_docs(EvaluationSettings.__doc__ or "")
+    for f in dataclasses.fields(EvaluationSettings):
+        sentence = docs.get(f.name)
+        if sentence is None:
+            raise AssertionError(f"EvaluationSettings' docstring has no ':param {f.name}:' to be the help of its flag")
+        sentence = sentence.rstrip(".")
+        flag = EVALUATE_FLAGS[f.name]
+        if f.name == "progress":  # on by default where stderr is a terminal: the flag turns it off
+            parser.add_argument(flag, dest=f.name, action="store_const", const=False, default=None,
+                                help="no progress bar while log p(x) is estimated")
+            continue
+        kwargs: dict[str, Any] = {"default": f.default}
+        if f.name in SETTING_CHOICES:
+            kwargs["choices"] = SETTING_CHOICES[f.name]
+        else:
+            kwargs["type"] = int if str(f.type).startswith("int") else str
+            kwargs["metavar"] = _EVALUATE_METAVARS.get(f.name, "N")
+        if f.default is not None:
+            if "(default:" in sentence:  # a default explained in the docstring: it must be the field's
+                if f"(default: {f.default}" not in sentence:
+                    raise AssertionError(f"EvaluationSettings' docstring gives {f.name} another default than "
+                                         f"{f.default}")
+            else:
+                sentence += f" (default: {f.default})"
+        parser.add_argument(flag, dest=f.name, help=sentence, **kwargs)
 
 
 def field_docs(doc: str) -> dict[str, str]:
@@ -196,42 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(higher is better). Writes RUN/evaluation.json, and RUN/per_image.csv with "
                                     "log p(x).")
     ev.add_argument("run", metavar="RUN", help="a run folder written by pvae train")
-    ev.add_argument("--checkpoint", metavar="FILE",
-                    help="the checkpoint of RUN to evaluate: checkpoint.pt (the last epoch), best.pt (the best "
-                         "validation ELBO, kept by --patience) or checkpoint-EPOCH.pt (kept by --keep-epochs); "
-                         "one other than the default writes evaluation-NAME.json (default: best.pt where the run "
-                         "has one, else checkpoint.pt)")
-    ev.add_argument("--split", choices=("test", "val"), default="test",
-                    help="the images to evaluate on: the test set, or the run's validation split (default: test)")
-    ev.add_argument("--num-images", type=int, metavar="N",
-                    help="evaluate the split's first N images only (when not given, all of them)")
-    ev.add_argument("--elbo-samples", type=int, default=1, metavar="N",
-                    help="draws of the latents per image for the ELBO's Monte Carlo terms (default: 1)")
-    ev.add_argument("--num-samples", type=int, metavar="K",
-                    help="also estimate log p(x) by importance sampling with K draws per image, e.g. 5000, and "
-                         "write RUN/per_image.csv (when not given, no log p(x))")
-    ev.add_argument("--method", choices=METHODS, default="is",
-                    help="how log p(x) is estimated: is (importance sampling with --num-samples K), ais (annealed "
-                         "importance sampling with HMC from the guide, Wu et al. 2017, with --steps T) or bdmc "
-                         "(forward and reverse AIS on images simulated from the model: a lower and an upper bound "
-                         "on their log p(x), Grosse et al. 2015; writes RUN/bdmc.csv) (default: is)")
-    ev.add_argument("--steps", type=int, metavar="T", dest="num_steps",
-                    help="annealing steps of --method ais or bdmc, e.g. 500 (a sigmoid schedule)")
-    ev.add_argument("--leapfrog", type=int, default=10, metavar="L", dest="num_leapfrog",
-                    help="leapfrog steps per HMC transition of ais and bdmc (default: 10)")
-    ev.add_argument("--chains", type=int, default=1, metavar="C", dest="num_chains",
-                    help="independent AIS chains per image, combined by log-mean-exp (default: 1)")
-    ev.add_argument("--bdmc-images", type=int, default=100, metavar="M",
-                    help="images bdmc simulates from the model (default: 100)")
-    ev.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
-                    help="most (sample, image) pairs per pass of the log p(x) estimator; memory grows with it "
-                         f"(default: {DEFAULT_CHUNK_SIZE}, tens of MB for 784 pixels; on a GPU try 65536)")
-    ev.add_argument("--data-dir", metavar="DIR", help="where the dataset is, if not where the run found it")
-    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                    help="where to evaluate: auto (CUDA when available), cpu or cuda (default: auto)")
-    ev.add_argument("--seed", type=int, default=0, metavar="N",
-                    help="seed of the draws of the latents: evaluating twice gives the same numbers (default: 0)")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar while log p(x) is estimated")
+    _add_evaluation_flags(ev)
     cm = sub.add_parser("compare", help="several runs side by side: the settings that differ and their numbers",
                         description="Put run folders side by side: one table of the settings that differ and the "
                                     "numbers (validation and test ELBO, log p(x) with its standard error and K, KL "
@@ -288,27 +294,20 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pvae.runs.evaluate import evaluate_run, format_table
+    from pvae.runs.evaluate import EvaluationSettings, evaluate_with, format_table
 
-    if args.elbo_samples < 1:
-        raise ValueError(f"--elbo-samples must be >= 1, got {args.elbo_samples}")
-    if args.num_samples is not None and args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, e.g. 5000; got {args.num_samples}")
-    if args.chunk_size < 1:
-        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
-    result = evaluate_run(
-        args.run, split=args.split, num_images=args.num_images, elbo_samples=args.elbo_samples, num_samples=args.num_samples, method=args.method,
-        num_steps=args.num_steps, num_leapfrog=args.num_leapfrog, num_chains=args.num_chains,
-        bdmc_images=args.bdmc_images,
-        data_dir=args.data_dir, device=args.device, chunk_size=args.chunk_size, seed=args.seed,
-        progress=False if args.no_progress else None, checkpoint=args.checkpoint,
-    )
+    try:
+        settings = EvaluationSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluationSettings)})
+        evaluation = evaluate_with(args.run, settings)
+    except ValueError as err:
+        # the library names parameters (num_steps=500); here they are the flags (--steps 500)
+        raise type(err)(as_flags(str(err), EVALUATE_FLAGS)) from None
     if int(os.environ.get("RANK", "0")) != 0:  # one report per evaluation, from rank 0
         return
-    print(format_table(result))
+    print(format_table(evaluation))
     what = {"bdmc": "(lower and upper bound of each simulated image's log p(x))",
             "per_image": "(elbo, log_px and their gap, image by image)"}
-    for name in result["files"]:
+    for name in evaluation.files or []:
         note = next((text for prefix, text in what.items() if name.startswith(prefix)), "")
         print(f"written: {args.run}/{name} {note}".rstrip())
 

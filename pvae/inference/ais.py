@@ -47,6 +47,7 @@ exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +80,7 @@ from pvae.inference.traces import (
 from pvae.protocol import DATA_PLATE
 
 __all__ = [
+    "AISSettings",
     "AISEstimate",
     "BDMCResult",
     "SimulatedData",
@@ -132,6 +134,62 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", *, sharpness: floa
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)} or a sequence of betas, got {kind!r}")
     betas[0], betas[-1] = 0.0, 1.0
     return betas
+
+
+@dataclass(frozen=True)
+class AISSettings:
+    """The settings of one AIS path, shared by :func:`ais_estimate`, :func:`reverse_ais_estimate`
+    and both directions of :func:`bdmc` (as ``Trace_ELBO(num_particles=...)`` holds an ELBO's).
+
+    :param num_steps: T >= 1, the number of intermediate distributions after q (weight updates);
+        T - 1 HMC transitions are made.
+    :param num_leapfrog: L, leapfrog steps per HMC transition.
+    :param num_chains: C, independent chains per image, combined by log-mean-exp of their weights.
+    :param schedule: ``"sigmoid"`` (Wu et al.), ``"linear"``, or the T + 1 betas themselves.
+    :param proposal: ``"guide"``: the path starts at q(z|x) (Wu et al.'s choice for VAEs);
+        ``"prior"``: at the model's prior p(z), whatever the guide.
+    :param step_size: the leapfrog step each image starts with, in unconstrained space.
+    :param adapt_step_size: adapt it per image towards ``target_acceptance`` (``False``: fixed).
+    :param target_acceptance: the acceptance rate the adaptation aims at (0.65, Wu et al.).
+    :param step_size_bounds: ``(low, high)`` that the adapted step stays within.
+    :param chunk_size: most (chain, image) pairs per pass; memory is ``O(chunk_size * x_dim)``.
+    :param data_plate: the plate over images.
+    :param max_plate_nesting: plates nested in the model (1: only the data plate).
+    :raises ValueError: in ``__post_init__``, one line naming the parameter, for a setting out of range.
+    """
+
+    num_steps: int
+    num_leapfrog: int = 10
+    num_chains: int = 1
+    schedule: str | Sequence[float] | Tensor = "sigmoid"
+    proposal: str = "guide"
+    step_size: float = 0.01
+    adapt_step_size: bool = True
+    target_acceptance: float = 0.65
+    step_size_bounds: tuple[float, float] = (1e-4, 0.5)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    data_plate: str = DATA_PLATE
+    max_plate_nesting: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "num_leapfrog", "num_chains", "chunk_size", "max_plate_nesting"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.proposal not in PROPOSALS:
+            raise ValueError(f"proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}")
+        low, high = self.step_size_bounds
+        if not 0 < low <= self.step_size <= high:
+            raise ValueError(f"expected 0 < step_size_bounds[0] <= step_size <= step_size_bounds[1], got step_size="
+                             f"{self.step_size} and bounds {self.step_size_bounds}")
+        if not 0 < self.target_acceptance < 1:
+            raise ValueError(f"target_acceptance must lie in (0, 1), got {self.target_acceptance}")
+        self.betas()  # a schedule that is no path from q to p is refused here, before any draw
+
+    def betas(self) -> tuple[list[float], str]:
+        """The path's inverse temperatures ``beta_0 = 0 .. beta_T = 1`` and the schedule's name
+        (``"custom"`` for given betas)."""
+        return _schedule(self.schedule, self.num_steps)
 
 
 @dataclass(frozen=True)
@@ -448,6 +506,17 @@ def _guide_is_mean_field(guide: Callable[..., Any], x: Tensor, args: tuple[Any, 
     return not any(parents.values())
 
 
+def _model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments meant for the model and guide; a setting of the path passed as a
+    keyword (the signature before :class:`AISSettings`) is refused rather than handed to the model."""
+    misplaced = sorted(set(kwargs) & {f.name for f in dataclasses.fields(AISSettings)})
+    if misplaced:
+        given = ", ".join(f"{name}={kwargs[name]!r}" for name in misplaced)
+        raise TypeError(f"expected the path's settings as settings=AISSettings({given}, ...), got {given} as "
+                        "keyword arguments of the model")
+    return kwargs
+
+
 def _schedule(schedule: str | Sequence[float] | Tensor, num_steps: int) -> tuple[list[float], str]:
     if isinstance(schedule, str):
         return annealing_schedule(num_steps, schedule).tolist(), schedule
@@ -461,29 +530,19 @@ def _schedule(schedule: str | Sequence[float] | Tensor, num_steps: int) -> tuple
 
 @torch.no_grad()
 def _ais(
-    model: Callable[..., Any], guide: Callable[..., Any], x: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-    latents: dict[str, Tensor] | None, num_steps: int, num_leapfrog: int, num_chains: int,
-    schedule: str | Sequence[float] | Tensor, proposal: str, step_size: float, adapt_step_size: bool,
-    target_acceptance: float, step_size_bounds: tuple[float, float], chunk_size: int, data_plate: str,
-    max_plate_nesting: int, progress: Callable[[int], object] | None,
+    model: Callable[..., Any], guide: Callable[..., Any], x: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any],
+    settings: AISSettings, *, latents: dict[str, Tensor] | None, progress: Callable[[int], object] | None,
 ) -> AISEstimate:
     """Forward AIS (``latents=None``: chains start from the proposal) or reverse AIS (chains start
     at ``latents``, exact posterior draws, and the schedule is run backwards)."""
-    for name, value, low in (("num_steps", num_steps, 1), ("num_leapfrog", num_leapfrog, 1),
-                             ("num_chains", num_chains, 1), ("chunk_size", chunk_size, 1)):
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
-    if proposal not in PROPOSALS:
-        raise ValueError(f"proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
-    low, high = step_size_bounds
-    if not 0 < low <= step_size <= high:
-        raise ValueError(f"expected 0 < step_size_bounds[0] <= step_size <= step_size_bounds[1], got step_size="
-                         f"{step_size} and bounds {step_size_bounds}")
-    if not 0 < target_acceptance < 1:
-        raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance}")
+    num_steps, num_leapfrog, num_chains = settings.num_steps, settings.num_leapfrog, settings.num_chains
+    proposal, step_size, chunk_size = settings.proposal, settings.step_size, settings.chunk_size
+    adapt_step_size, target_acceptance = settings.adapt_step_size, settings.target_acceptance
+    data_plate, max_plate_nesting = settings.data_plate, settings.max_plate_nesting
+    low, high = settings.step_size_bounds
     if x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"expected a batch of images (N, ...) with N >= 1, got shape {tuple(x.shape)}")
-    betas, schedule_name = _schedule(schedule, num_steps)
+    betas, schedule_name = settings.betas()
     reverse = latents is not None
     if reverse:
         betas = betas[::-1]
@@ -560,18 +619,7 @@ def ais_estimate(
     guide: Callable[..., Any],
     x: Tensor,
     *args: Any,
-    num_steps: int,
-    num_leapfrog: int = 10,
-    num_chains: int = 1,
-    schedule: str | Sequence[float] | Tensor = "sigmoid",
-    proposal: str = "guide",
-    step_size: float = 0.01,
-    adapt_step_size: bool = True,
-    target_acceptance: float = 0.65,
-    step_size_bounds: tuple[float, float] = (1e-4, 0.5),
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    data_plate: str = DATA_PLATE,
-    max_plate_nesting: int = 1,
+    settings: AISSettings,
     progress: Callable[[int], object] | None = None,
     **kwargs: Any,
 ) -> AISEstimate:
@@ -609,40 +657,25 @@ def ais_estimate(
         every latent site continuous.
     :param guide: ``guide(x, *args, **kwargs)``, proposing every latent site of the model.
     :param x: images ``(N, ...)``; per-image tensors in ``args`` (first dim N) are cut with it.
-    :param num_steps: T >= 1, the number of intermediate distributions after q (weight updates);
-        T - 1 HMC transitions are made.
-    :param num_leapfrog: L, leapfrog steps per HMC transition.
-    :param num_chains: C, independent chains per image, combined by log-mean-exp of their weights.
-    :param schedule: ``"sigmoid"`` (Wu et al.), ``"linear"``, or the T + 1 betas themselves.
-    :param proposal: ``"guide"``: the path starts at q(z|x) (Wu et al.'s choice for VAEs);
-        ``"prior"``: at the model's prior p(z), whatever the guide.
-    :param step_size: the leapfrog step each image starts with, in unconstrained space.
-    :param adapt_step_size: adapt it per image towards ``target_acceptance`` (``False``: fixed).
-    :param target_acceptance: the acceptance rate the adaptation aims at (0.65, Wu et al.).
-    :param step_size_bounds: ``(low, high)`` that the adapted step stays within.
-    :param chunk_size: most (chain, image) pairs per pass; memory is ``O(chunk_size * x_dim)``.
-    :param data_plate: the plate over images.
-    :param max_plate_nesting: plates nested in the model (1: only the data plate).
+    :param settings: the path: T, L, C, schedule, proposal, step size and its adaptation, chunk
+        size, plates (:class:`AISSettings`).
     :param progress: called with the number of images just finished after each chunk of images.
+    :param kwargs: keyword arguments of the model and guide.
     :returns: per-image estimates, see :class:`AISEstimate` (``direction="forward"``).
     :raises ValueError: for a discrete latent site, in one line that points to importance sampling.
     """
-    return _ais(model, guide, x, args, kwargs, latents=None, num_steps=num_steps, num_leapfrog=num_leapfrog,
-                num_chains=num_chains, schedule=schedule, proposal=proposal, step_size=step_size,
-                adapt_step_size=adapt_step_size, target_acceptance=target_acceptance,
-                step_size_bounds=step_size_bounds, chunk_size=chunk_size, data_plate=data_plate,
-                max_plate_nesting=max_plate_nesting, progress=progress)
+    return _ais(model, guide, x, args, _model_kwargs(kwargs), settings, latents=None, progress=progress)
 
 
 def ais_log_marginal_likelihood(
-    model: Callable[..., Any], guide: Callable[..., Any], x: Tensor, *args: Any, num_steps: int, **kwargs: Any
+    model: Callable[..., Any], guide: Callable[..., Any], x: Tensor, *args: Any, settings: AISSettings, **kwargs: Any
 ) -> Tensor:
     """log p(x_i) of every image by AIS, in nats: the ``log_px`` of :func:`ais_estimate`'s result
     (which takes the same arguments).
 
     :returns: ``(N,)`` float64, a stochastic lower bound, higher is better.
     """
-    return ais_estimate(model, guide, x, *args, num_steps=num_steps, **kwargs).log_px
+    return ais_estimate(model, guide, x, *args, settings=settings, **kwargs).log_px
 
 
 def reverse_ais_estimate(
@@ -651,18 +684,7 @@ def reverse_ais_estimate(
     x: Tensor,
     latents: dict[str, Tensor],
     *args: Any,
-    num_steps: int,
-    num_leapfrog: int = 10,
-    num_chains: int = 1,
-    schedule: str | Sequence[float] | Tensor = "sigmoid",
-    proposal: str = "guide",
-    step_size: float = 0.01,
-    adapt_step_size: bool = True,
-    target_acceptance: float = 0.65,
-    step_size_bounds: tuple[float, float] = (1e-4, 0.5),
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    data_plate: str = DATA_PLATE,
-    max_plate_nesting: int = 1,
+    settings: AISSettings,
     progress: Callable[[int], object] | None = None,
     **kwargs: Any,
 ) -> AISEstimate:
@@ -686,14 +708,11 @@ def reverse_ais_estimate(
     :param latents: site name -> the latent values that generated ``x``, each laid out as the
         model's trace lays it out without a chains dim (``(N, *event)`` for a site in the data
         plate only), as the ``latents`` of :class:`SimulatedData` holds them.
+    :param settings: the path (:class:`AISSettings`), the same as the forward estimate's.
     :returns: see :class:`AISEstimate` (``direction="reverse"``); the other parameters are those of
-        :func:`ais_estimate`, for the same path.
+        :func:`ais_estimate`.
     """
-    return _ais(model, guide, x, args, kwargs, latents=latents, num_steps=num_steps, num_leapfrog=num_leapfrog,
-                num_chains=num_chains, schedule=schedule, proposal=proposal, step_size=step_size,
-                adapt_step_size=adapt_step_size, target_acceptance=target_acceptance,
-                step_size_bounds=step_size_bounds, chunk_size=chunk_size, data_plate=data_plate,
-                max_plate_nesting=max_plate_nesting, progress=progress)
+    return _ais(model, guide, x, args, _model_kwargs(kwargs), settings, latents=latents, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -805,8 +824,8 @@ class BDMCResult:
 
 
 def bdmc(
-    model: Callable[..., Any], guide: Callable[..., Any], data: SimulatedData, *args: Any, num_steps: int,
-    **kwargs: Any,
+    model: Callable[..., Any], guide: Callable[..., Any], data: SimulatedData, *args: Any, settings: AISSettings,
+    progress: Callable[[int], object] | None = None, **kwargs: Any,
 ) -> BDMCResult:
     """Sandwich log p(x) of simulated images between forward and reverse AIS (Grosse, Ghahramani &
     Adams 2015; Wu et al. 2017, section 4).
@@ -824,10 +843,12 @@ def bdmc(
 
     :param data: from :func:`simulate_data`: images and the latents that generated them.
     :param args: what model and guide take besides the images.
-    :param kwargs: the parameters of :func:`ais_estimate` (``num_leapfrog``, ``num_chains``, ...),
-        shared by both directions, and any keyword arguments of the model and guide.
+    :param settings: the path of both directions (:class:`AISSettings`).
+    :param progress: called with the number of images just finished, by each direction in turn.
+    :param kwargs: keyword arguments of the model and guide.
     :returns: :class:`BDMCResult`.
     """
-    forward = ais_estimate(model, guide, data.x, *args, num_steps=num_steps, **kwargs)
-    reverse = reverse_ais_estimate(model, guide, data.x, data.latents, *args, num_steps=num_steps, **kwargs)
+    forward = ais_estimate(model, guide, data.x, *args, settings=settings, progress=progress, **kwargs)
+    reverse = reverse_ais_estimate(model, guide, data.x, data.latents, *args, settings=settings, progress=progress,
+                                   **kwargs)
     return BDMCResult(forward=forward, reverse=reverse)

@@ -49,6 +49,8 @@ class ProgramStructure:
     :param image: the model's observed site holding the images x (``None`` for the guide).
     :param label: the model's sample site that labels y are observed at when they are passed (M2's
         ``y``); ``None`` when y only conditions the model, the model takes no labels, or for the guide.
+    :param discrete_support: the sample sites whose distribution's support is discrete (binary
+        pixels, 8-bit levels, classes): their log-densities are log-probabilities.
     :param enumerated: the sample sites marked ``infer={"enumerate": "parallel"}`` (to be summed out
         exactly, e.g. by ``TraceEnum_ELBO``), in program order.
     """
@@ -65,6 +67,7 @@ class ProgramStructure:
     plate_size: dict[str, int]
     image: str | None = None
     label: str | None = None
+    discrete_support: list[str] = field(default_factory=list)
     enumerated: list[str] = field(default_factory=list)
 
     @property
@@ -252,6 +255,7 @@ def program_structure(
         plate_size=plate_size,
         image=image,
         label=label,
+        discrete_support=[name for name, site in sites.items() if site["fn"].support.is_discrete],
         enumerated=[name for name, site in sites.items() if site["infer"].get("enumerate") == "parallel"],
     )
 

@@ -20,6 +20,7 @@ from torch.testing import assert_close
 
 from pvae.inference import ais
 from pvae.inference.ais import (
+    AISSettings,
     _chunk_path,
     _hmc_transition,
     ais_estimate,
@@ -94,16 +95,16 @@ def test_schedules_run_from_zero_to_one() -> None:
     lg = LinearGaussian()
     x = lg.sample_x(3)
     with pytest.raises(ValueError, match="schedule must be one of"):
-        ais_estimate(lg.model, lg.poor_guide, x, num_steps=3, schedule="cosine")
+        ais_estimate(lg.model, lg.poor_guide, x, settings=AISSettings(num_steps=3, schedule="cosine"))
     # the betas themselves are a schedule too: the linear ones give the linear schedule's estimate
     results = []
     for schedule in ("linear", annealing_schedule(4, "linear").tolist()):
         pyro.set_rng_seed(2)
-        results.append(ais_estimate(lg.model, lg.poor_guide, x, num_steps=4, num_leapfrog=2, schedule=schedule))
+        results.append(ais_estimate(lg.model, lg.poor_guide, x, settings=AISSettings(num_steps=4, num_leapfrog=2, schedule=schedule)))
     assert_close(results[1].log_weights, results[0].log_weights, atol=0, rtol=0)
     assert (results[0].schedule, results[1].schedule) == ("linear", "custom")
     with pytest.raises(ValueError, match="rise from exactly 0 to exactly 1"):
-        ais_estimate(lg.model, lg.poor_guide, x, num_steps=2, schedule=[0.0, 0.7, 0.5])
+        ais_estimate(lg.model, lg.poor_guide, x, settings=AISSettings(num_steps=2, schedule=[0.0, 0.7, 0.5]))
 
 
 @pytest.mark.parametrize("family", ["linear-gaussian", "gamma-poisson"])
@@ -118,7 +119,7 @@ def test_one_step_is_importance_sampling_on_the_same_draws(family: str) -> None:
         gp = GammaPoisson()
         model, guide, x = gp.model, gp.guide, gp.sample_x(7)
     pyro.set_rng_seed(3)
-    est = ais_estimate(model, guide, x, num_steps=1, num_chains=40)
+    est = ais_estimate(model, guide, x, settings=AISSettings(num_steps=1, num_chains=40))
     pyro.set_rng_seed(3)
     weights = log_importance_weights(model, guide, x, num_particles=40, dtype=F64).log_weights
     pyro.set_rng_seed(3)
@@ -140,14 +141,12 @@ def test_exact_posterior_proposal_is_exact_for_any_path_and_chunking() -> None:
     lg = LinearGaussian()
     x = lg.sample_x(4)
     exact = lg.log_px(x)
-    est = ais_estimate(lg.model, lg.exact_guide, x, num_steps=6, num_leapfrog=3, num_chains=5, chunk_size=3,
-                       step_size=0.2)
+    est = ais_estimate(lg.model, lg.exact_guide, x, settings=AISSettings(num_steps=6, num_leapfrog=3, num_chains=5, chunk_size=3, step_size=0.2))
     assert est.log_weights.shape == (5, 4) and est.log_px.shape == est.step_size.shape == (4,)
     assert_close(est.log_weights, exact.expand(5, 4), atol=1e-9, rtol=0)
     assert_close(est.log_px, exact, atol=1e-9, rtol=0)
     assert bool(((est.acceptance_rate > 0) & (est.acceptance_rate <= 1)).all()), est.acceptance_rate
-    rev = reverse_ais_estimate(lg.model, lg.exact_guide, x, {"z": lg.posterior(x).sample()}, num_steps=6,
-                               num_leapfrog=3, num_chains=5, chunk_size=3, step_size=0.2)
+    rev = reverse_ais_estimate(lg.model, lg.exact_guide, x, {"z": lg.posterior(x).sample()}, settings=AISSettings(num_steps=6, num_leapfrog=3, num_chains=5, chunk_size=3, step_size=0.2))
     assert_close(rev.log_px, exact, atol=1e-9, rtol=0)
 
 
@@ -203,7 +202,7 @@ def test_ais_lies_below_and_converges_as_t_grows() -> None:
     assert kl > 2.0, f"the proposal is not poor enough for the test to mean much: KL {kl:.2f}"
     gaps, stderrs = {}, {}
     for steps in (1, 10, 100):
-        est = ais_estimate(lg.model, lg.poor_guide, x, num_steps=steps, num_leapfrog=5, num_chains=2, step_size=0.1)
+        est = ais_estimate(lg.model, lg.poor_guide, x, settings=AISSettings(num_steps=steps, num_leapfrog=5, num_chains=2, step_size=0.1))
         gaps[steps], stderrs[steps] = _mean_and_stderr(exact - est.log_px)
         assert gaps[steps] > -3 * stderrs[steps], f"T={steps}: AIS is above log p(x) on average: {gaps}, {stderrs}"
     assert gaps[1] > 5 * stderrs[1] and gaps[10] > 3 * stderrs[10], (gaps, stderrs)
@@ -217,9 +216,8 @@ def test_ais_from_the_prior_converges_too() -> None:
     lg = LinearGaussian()
     x = lg.sample_x(60)
     exact = lg.log_px(x)
-    one = ais_estimate(lg.model, lg.poor_guide, x, num_steps=1, num_chains=2, proposal="prior")
-    many = ais_estimate(lg.model, lg.poor_guide, x, num_steps=200, num_leapfrog=5, num_chains=2, proposal="prior",
-                        step_size=0.1)
+    one = ais_estimate(lg.model, lg.poor_guide, x, settings=AISSettings(num_steps=1, num_chains=2, proposal="prior"))
+    many = ais_estimate(lg.model, lg.poor_guide, x, settings=AISSettings(num_steps=200, num_leapfrog=5, num_chains=2, proposal="prior", step_size=0.1))
     gap_one, _ = _mean_and_stderr(exact - one.log_px)
     gap, se = _mean_and_stderr(exact - many.log_px)
     assert gap_one > 2.0 and abs(gap) < 0.05 + 3 * se, (gap_one, gap, se)
@@ -235,7 +233,7 @@ def test_bdmc_brackets_the_exact_value_and_closes_as_t_grows() -> None:
     exact = lg.log_px(data.x)
     gaps = {}
     for steps in (3, 30):
-        result = bdmc(lg.model, lg.poor_guide, data, num_steps=steps, num_leapfrog=5, num_chains=1, step_size=0.1)
+        result = bdmc(lg.model, lg.poor_guide, data, settings=AISSettings(num_steps=steps, num_leapfrog=5, num_chains=1, step_size=0.1))
         below, se_below = _mean_and_stderr(exact - result.lower)
         above, se_above = _mean_and_stderr(result.upper - exact)
         assert below > -3 * se_below and above > -3 * se_above, (steps, below, se_below, above, se_above)
@@ -265,8 +263,8 @@ def test_gamma_latent_converges_in_unconstrained_space() -> None:
     gp = GammaPoisson()
     x = gp.sample_x(100)
     exact = gp.log_px(x)
-    one = ais_estimate(gp.model, gp.guide, x, num_steps=1, num_chains=1)  # the ELBO's draws
-    many = ais_estimate(gp.model, gp.guide, x, num_steps=300, num_leapfrog=5, num_chains=4, step_size=0.1)
+    one = ais_estimate(gp.model, gp.guide, x, settings=AISSettings(num_steps=1, num_chains=1))  # the ELBO's draws
+    many = ais_estimate(gp.model, gp.guide, x, settings=AISSettings(num_steps=300, num_leapfrog=5, num_chains=4, step_size=0.1))
     gap_one, se_one = _mean_and_stderr(exact - one.log_px)
     gap, se = _mean_and_stderr(exact - many.log_px)
     assert gap_one > 0.5 and abs(gap) < 0.05 + 3 * se, (gap_one, se_one, gap, se)
@@ -295,7 +293,7 @@ def test_two_dimensional_latent_agrees_with_quadrature() -> None:
     m = TwoDimensionalLatent()
     x = torch.bernoulli(torch.full((8, 8), 0.5, dtype=F64), generator=torch.Generator().manual_seed(3))
     exact = torch.tensor([posterior_on_grid(m, xi, size=300).log_px for xi in x], dtype=F64)
-    est = ais_estimate(m.model, m.guide, x, num_steps=200, num_leapfrog=5, num_chains=32, step_size=0.3)
+    est = ais_estimate(m.model, m.guide, x, settings=AISSettings(num_steps=200, num_leapfrog=5, num_chains=32, step_size=0.3))
     # The estimator's standard error from its own chains, sqrt((C / ESS - 1) / C) (delta method); the
     # chains' log weights vary by ~0.3 nats at T = 200 (their variance falls as 1 / T).
     stderr = ((est.num_chains / est.ess - 1) / est.num_chains).sqrt()
@@ -313,7 +311,7 @@ def test_discrete_latent_is_refused_in_one_line() -> None:
     m2 = SemiSupervisedVAE(6, 2, num_classes=3, hidden=(4,))
     x = torch.bernoulli(torch.full((3, 6), 0.5))
     with pytest.raises(ValueError, match="importance sampling") as err:
-        ais_estimate(m2.model, m2.guide, x, num_steps=2)
+        ais_estimate(m2.model, m2.guide, x, settings=AISSettings(num_steps=2))
     assert "\n" not in str(err.value) and "'y'" in str(err.value)
 
 
@@ -329,11 +327,11 @@ def test_cached_guide_distributions_give_the_guides_own_density(monkeypatch: pyt
     for mean_field in (True, False):
         monkeypatch.setattr(ais, "_guide_is_mean_field", lambda *args, mf=mean_field: mf)
         pyro.set_rng_seed(7)
-        results.append(ais_estimate(vae.model, vae.guide, x, num_steps=5, num_leapfrog=2, num_chains=3))
+        results.append(ais_estimate(vae.model, vae.guide, x, settings=AISSettings(num_steps=5, num_leapfrog=2, num_chains=3)))
     assert_close(results[0].log_weights, results[1].log_weights, atol=1e-4, rtol=0)  # float32 model
     monkeypatch.undo()
     two = TwoLayerVAE(12, 3, 2, hidden=(8,), top_hidden=(4,))
-    est = ais_estimate(two.model, two.guide, x, num_steps=20, num_leapfrog=3, num_chains=4, step_size=0.05)
+    est = ais_estimate(two.model, two.guide, x, settings=AISSettings(num_steps=20, num_leapfrog=3, num_chains=4, step_size=0.05))
     ref = importance_estimate(two.model, two.guide, x, num_samples=2000)
     assert bool(torch.isfinite(est.log_px).all()) and 0 < est.acceptance_rate.mean() <= 1
     assert (est.log_px - ref.log_px).mean() < 0.5, (est.log_px, ref.log_px)
@@ -363,15 +361,14 @@ def test_nested_plates_and_several_sites_keep_images_apart() -> None:
     chunks of one image, gives -(log p(x, z) - log q(z|x)) at exactly those latents, image by image."""
     x = torch.randn(5, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     pyro.set_rng_seed(1)
-    est = ais_estimate(_nested_model, _nested_guide, x, num_steps=1, num_chains=7, max_plate_nesting=2)
+    est = ais_estimate(_nested_model, _nested_guide, x, settings=AISSettings(num_steps=1, num_chains=7, max_plate_nesting=2))
     pyro.set_rng_seed(1)
     weights = log_importance_weights(_nested_model, _nested_guide, x, num_particles=7, max_plate_nesting=2,
                                      dtype=F64).log_weights
     assert_close(est.log_weights, weights, atol=1e-10, rtol=0)
     data = simulate_data(_nested_model, torch.zeros(5, 2, dtype=F64))
     assert data.latents["z"].shape == (3, 5, 2) and data.latents["s"].shape == (5,)
-    rev = reverse_ais_estimate(_nested_model, _nested_guide, data.x, data.latents, num_steps=1, num_chains=2,
-                               max_plate_nesting=2, chunk_size=2)
+    rev = reverse_ais_estimate(_nested_model, _nested_guide, data.x, data.latents, settings=AISSettings(num_steps=1, num_chains=2, max_plate_nesting=2, chunk_size=2))
     z, scale = data.latents["z"], data.latents["s"]  # (3, N, 2), (N,)
     normal, lognormal = torch.distributions.Normal, torch.distributions.LogNormal
     zero, one = torch.zeros((), dtype=F64), torch.ones((), dtype=F64)  # float64 parameters: no float32 logs
@@ -381,3 +378,25 @@ def test_nested_plates_and_several_sites_keep_images_apart() -> None:
     log_joint = {"model": log_p, "guide": log_q}
     assert_close(rev.log_px, log_joint["model"] - log_joint["guide"], atol=1e-10, rtol=0)
     assert_close(rev.log_weights, (log_joint["guide"] - log_joint["model"]).expand(2, 5), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    (dict(num_steps=0), "num_steps must be >= 1, got 0"),
+    (dict(num_chains=0), "num_chains must be >= 1, got 0"),
+    (dict(proposal="data"), "proposal must be one of guide, prior"),
+    (dict(step_size=0.9), "step_size <= step_size_bounds"),
+    (dict(target_acceptance=1.0), "target_acceptance must lie in"),
+    (dict(schedule=[0.0, 1.0]), "num_steps \\+ 1 = 4 values"),
+])
+def test_settings_are_checked_once_in_one_line(changes: dict[str, object], message: str) -> None:
+    """AISSettings refuses a path it cannot run, naming the parameter, before any estimator draws."""
+    with pytest.raises(ValueError, match=message) as err:
+        AISSettings(**{"num_steps": 3, **changes})  # type: ignore[arg-type]
+    assert "\n" not in str(err.value)
+
+
+def test_settings_passed_as_keywords_are_refused() -> None:
+    """A setting passed as a keyword (the signature before AISSettings) is refused, not handed to the model."""
+    lg = LinearGaussian()
+    with pytest.raises(TypeError, match=r"settings=AISSettings\(num_chains=4, \.\.\.\)"):
+        ais_estimate(lg.model, lg.poor_guide, lg.sample_x(2), settings=AISSettings(num_steps=3), num_chains=4)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pvae.cli import EVALUATE_FLAGS, build_parser, field_docs
 from pvae.data import load_data
 from pvae.runs.config import TrainConfig
-from pvae.runs.evaluate import bits_per_dim, evaluate_run
+from pvae.runs.evaluate import Evaluation, EvaluationSettings, bits_per_dim, evaluate_run, format_table
 
 # the module, not the function pvae.train that the package re-exports under the same name
 train_module = importlib.import_module("pvae.runs.train")
@@ -48,13 +49,14 @@ def test_beta_trains_on_dequantized_images(
     (255 x + u) / 256, inside (0, 1) and inside each pixel's own bin; evaluation reports bits per
     dimension with the 8-bit offset."""
     seen: list[torch.Tensor] = []
-    epoch = train_module.train_epoch
+    loop = importlib.import_module("pvae.training.loop")  # where the loop over epochs calls train_epoch
+    epoch = loop.train_epoch
 
     def spy(vae, objective, optimizer, x, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(x.clone())
         return epoch(vae, objective, optimizer, x, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_epoch", spy)
+    monkeypatch.setattr(loop, "train_epoch", spy)
     out = tmp_path / "beta"
     result = train_module.train(_config(fake_mnist_root, out, likelihood="beta", binarization="none",
                                         dequantize=True), progress=False)
@@ -148,12 +150,13 @@ def test_bdmc_evaluation_sandwiches_simulated_images(small_run: Path) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    (dict(method="ais"), "needs --steps T"),
+    (dict(method="ais"), "needs num_steps=T"),
     (dict(method="ais", num_steps=5, num_samples=10), "importance sampling's"),
-    (dict(method="is", num_steps=5), "--steps sets the annealing"),
+    (dict(method="is", num_steps=5), "num_steps=T sets the annealing"),
     (dict(method="mcmc"), "unknown method"),
-    (dict(method="bdmc", num_steps=5, num_chains=0), "--chains must be >= 1"),
-    (dict(num_images=0), "--num-images must be in"),
+    (dict(method="bdmc", num_steps=5, num_chains=0), "expected num_chains=N >= 1, got num_chains=0"),
+    (dict(num_images=0), "expected num_images=N in"),
+    (dict(num_images=10**6), r"expected num_images=N in \[1, "),
 ])
 def test_bad_method_settings_are_one_line(small_run: Path, kwargs: dict[str, object], message: str) -> None:
     """Settings that do not fit the method are refused in one line, and evaluation.json is left as it was."""
@@ -163,3 +166,157 @@ def test_bad_method_settings_are_one_line(small_run: Path, kwargs: dict[str, obj
     assert "\n" not in str(err.value)
     after = (small_run / "evaluation.json").read_bytes() if (small_run / "evaluation.json").exists() else None
     assert after == before
+
+
+# evaluation.json as the code before Evaluation wrote it (pvae evaluate RUN --num-samples 100, and
+# --method ais --steps 20 --num-images 200 --leapfrog 5, on a one-epoch VAE), and as the first version did.
+OLD_IS_JSON = """{
+  "split": "test",
+  "dataset": "mnist",
+  "model": "vae",
+  "binarization": "dynamic",
+  "dequantized": false,
+  "eval_binarization_seed": 0,
+  "num_images": 10000,
+  "elbo": -207.60719299316406,
+  "elbo_stderr": 0.4707149565219879,
+  "reconstruction": -207.02293395996094,
+  "kl": 0.5842841267585754,
+  "kl_analytic": true,
+  "kl_by_site": {
+    "z": 0.5842841267585754
+  },
+  "kl_analytic_by_site": {
+    "z": true
+  },
+  "conditioned_on_label": false,
+  "elbo_samples": 1,
+  "seed": 0,
+  "checkpoint": "checkpoint.pt",
+  "epoch": 1,
+  "seconds": 0.595986086000039,
+  "log_px": -205.80296037016487,
+  "log_px_stderr": 0.46595677734166985,
+  "num_samples": 100,
+  "elbo_is": -207.59204590046312,
+  "elbo_is_from": "the same draws",
+  "kl_gap": 1.789085530298204,
+  "kl_gap_stderr": 0.007511903937662442,
+  "ess_mean": 13.967521664257644,
+  "pareto_k_mean": 0.631064637184081,
+  "pareto_k_above_0_7": 0.3769,
+  "active_units": 2,
+  "active_units_by_site": {
+    "z": 2
+  },
+  "log_px_seconds": 29.98264201900008,
+  "neg_elbo_bits_per_dim": 0.3820329946225966,
+  "nll_bits_per_dim": 0.3787128958243683,
+  "method": "is",
+  "files": [
+    "evaluation.json",
+    "per_image.csv"
+  ]
+}"""
+OLD_AIS_JSON = """{
+  "split": "test",
+  "dataset": "mnist",
+  "model": "vae",
+  "binarization": "dynamic",
+  "dequantized": false,
+  "eval_binarization_seed": 0,
+  "num_images": 200,
+  "elbo": -199.02371215820312,
+  "elbo_stderr": 2.9789774417877197,
+  "reconstruction": -198.4263916015625,
+  "kl": 0.5973606705665588,
+  "kl_analytic": true,
+  "kl_by_site": {
+    "z": 0.5973606705665588
+  },
+  "kl_analytic_by_site": {
+    "z": true
+  },
+  "conditioned_on_label": false,
+  "elbo_samples": 1,
+  "seed": 0,
+  "checkpoint": "checkpoint.pt",
+  "epoch": 1,
+  "seconds": 0.0165794410000899,
+  "log_px": -199.2920103452599,
+  "log_px_stderr": 2.9970963831250574,
+  "log_px_seconds": 0.6286374649999971,
+  "ais_direction": "forward",
+  "ais_num_steps": 20,
+  "ais_num_leapfrog": 5,
+  "ais_num_chains": 1,
+  "ais_schedule": "sigmoid",
+  "ais_proposal": "guide",
+  "ais_initial_step_size": 0.01,
+  "ais_target_acceptance": 0.65,
+  "ais_acceptance_rate_mean": 0.999991408900211,
+  "ais_step_size_mean": 0.014568106271326542,
+  "ais_ess_mean": 1.0,
+  "kl_gap": -0.2682671354210639,
+  "kl_gap_stderr": 0.1784818100916444,
+  "active_units": 1,
+  "active_units_by_site": {
+    "z": 1
+  },
+  "neg_elbo_bits_per_dim": 0.3662379114157553,
+  "nll_bits_per_dim": 0.36673162629323786,
+  "method": "ais",
+  "files": [
+    "evaluation.json",
+    "per_image.csv"
+  ]
+}"""
+FIRST_VERSION_JSON = """{"split": "test", "dataset": "mnist", "binarization": "dynamic", "eval_binarization_seed": 0,
+"num_images": 10000, "elbo": -99.5, "elbo_stderr": 0.3, "reconstruction": -75.0, "kl": 24.5, "kl_analytic": true,
+"elbo_samples": 1, "epoch": 10, "seconds": 2.5}"""
+
+
+@pytest.mark.parametrize("text", [OLD_IS_JSON, OLD_AIS_JSON, FIRST_VERSION_JSON], ids=["is", "ais", "first-version"])
+def test_evaluation_json_of_earlier_versions_reads_back(text: str) -> None:
+    """An evaluation.json written before Evaluation existed loads, and writes back the same keys in the same order."""
+    evaluation = Evaluation.from_json(text)
+    assert evaluation.to_dict() == json.loads(text), evaluation.to_dict()
+    assert list(evaluation.to_dict()) == list(json.loads(text)), list(evaluation.to_dict())
+    assert evaluation["elbo"] == evaluation.elbo == json.loads(text)["elbo"]
+    assert format_table(evaluation).splitlines()[0].startswith("mnist test set"), format_table(evaluation)
+
+
+def test_old_evaluation_table_reads_as_before() -> None:
+    """format_table of an old importance-sampling evaluation prints the numbers pvae evaluate printed then."""
+    table = format_table(Evaluation.from_json(OLD_IS_JSON))
+    for line in ("  log p(x), importance sampling, K=100               -205.803 ± 0.466",
+                 "    KL(q(z|x) || p(z|x)) = log p(x) - ELBO           1.789 ± 0.008",
+                 "  -log p(x) in bits per dimension (lower is better)  0.3787"):
+        assert line in table.splitlines(), table
+
+
+def test_an_object_without_an_evaluations_keys_is_refused() -> None:
+    """A JSON object missing a key every version wrote is refused in one line naming it."""
+    with pytest.raises(ValueError, match="expected an evaluation with the keys elbo"):
+        Evaluation.from_json('{"split": "test", "dataset": "mnist", "binarization": "dynamic", '
+                             '"eval_binarization_seed": 0, "num_images": 1, "elbo_stderr": 0, "reconstruction": 0, '
+                             '"kl": 0, "kl_analytic": true, "elbo_samples": 1, "epoch": 1, "seconds": 0}')
+
+
+def test_evaluate_flags_come_from_the_settings_docstring() -> None:
+    """pvae evaluate has one flag per EvaluationSettings field, its help the field's :param: entry, its default the field's."""
+    parser = build_parser()
+    evaluate = parser._subparsers._group_actions[0].choices["evaluate"]  # type: ignore[union-attr]
+    actions = {action.dest: action for action in evaluate._actions}
+    docs = field_docs(EvaluationSettings.__doc__ or "")
+    defaults = EvaluationSettings()
+    for name, flag in EVALUATE_FLAGS.items():
+        action = actions[name]
+        assert action.option_strings == [flag], (name, action.option_strings)
+        assert action.default == getattr(defaults, name), (name, action.default)
+        if name != "progress":
+            assert action.help is not None and action.help.startswith(docs[name].rstrip(".")), (name, action.help)
+    args = parser.parse_args(["evaluate", "RUN", "--steps", "5", "--method", "ais", "--chains", "2", "--no-progress"])
+    settings = EvaluationSettings(**{name: getattr(args, name) for name in EVALUATE_FLAGS})
+    assert settings == EvaluationSettings(method="ais", num_steps=5, num_chains=2, progress=False), settings
+    assert settings.ais().num_chains == 2 and settings.ais().chunk_size == settings.chunk_size
