@@ -21,6 +21,7 @@ from pvae.version import __version__
 # public name -> the module that defines it, imported when the name is first read (PEP 562)
 _LAZY: dict[str, str] = {
     "AISEstimate": "pvae.inference.ais",
+    "AISSettings": "pvae.inference.ais",
     "BDMCResult": "pvae.inference.ais",
     "SimulatedData": "pvae.inference.ais",
     "ais_estimate": "pvae.inference.ais",
@@ -50,8 +51,13 @@ _LAZY: dict[str, str] = {
     "classify": "pvae.inference.elbo",
     "elbo_terms": "pvae.inference.elbo",
     "evaluate_run": "pvae.runs.evaluate",
+    "evaluate_with": "pvae.runs.evaluate",
+    "Evaluation": "pvae.runs.evaluate",
+    "EvaluationSettings": "pvae.runs.evaluate",
     "graph_source": "pvae.views.graph",
     "graph_structure": "pvae.inference.structure",
+    "model_structure": "pvae.inference.structure",
+    "ModelStructure": "pvae.inference.structure",
     "model_graph": "pvae.views.graph",
     "plot_graphical_model": "pvae.views.graph",
     "write_graphs": "pvae.views.graph",
@@ -110,6 +116,7 @@ if TYPE_CHECKING:  # the names as a type checker and an IDE see them
     from pvae.errors import ConfigError
     from pvae.inference.ais import (
         AISEstimate,
+        AISSettings,
         BDMCResult,
         SimulatedData,
         ais_estimate,
@@ -148,7 +155,8 @@ if TYPE_CHECKING:  # the names as a type checker and an IDE see them
     from pvae.runs.checkpoint import CheckpointError
     from pvae.runs.compare import Comparison, compare_runs
     from pvae.runs.config import TrainConfig
-    from pvae.runs.evaluate import evaluate_run
+    from pvae.inference.structure import ModelStructure, model_structure
+    from pvae.runs.evaluate import Evaluation, EvaluationSettings, evaluate_run, evaluate_with
     from pvae.runs.figures import plot_run, sample_run
     from pvae.runs.folder import OpenRun, RunFolderError, load_run, open_run, rebuild_model
     from pvae.runs.train import TrainResult, train
@@ -209,17 +217,23 @@ __all__ = [
     "sample_run",
     "plot_class_grid",
     "graph_structure",
+    "model_structure",
+    "ModelStructure",
     "build_objective",
     "training_objective",
     "SemiSupervisedObjective",
     "ElboTerms",
     "evaluate_run",
+    "evaluate_with",
+    "Evaluation",
+    "EvaluationSettings",
     "compare_runs",
     "Comparison",
     "log_marginal_likelihood",
     "ais_estimate",
     "ais_log_marginal_likelihood",
     "AISEstimate",
+    "AISSettings",
     "bdmc",
     "BDMCResult",
     "simulate_data",

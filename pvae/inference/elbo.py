@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pyro.infer.inspect import get_model_relations
 from torch import Tensor
 from torch.distributions import kl_divergence
 
 from pvae.data import check_images
 from pvae.inference.importance import latent_activity
+from pvae.inference.structure import model_structure
 from pvae.inference.traces import (
     enumerated_sites,
     is_discrete,
@@ -61,8 +61,7 @@ class ElboTerms:
 
 def _root_sites(model: GraphicalModel, x: Tensor, args: tuple[Any, ...]) -> set[str]:
     """Latent sites the model draws from no other latent (their KL may be taken in closed form)."""
-    relations = get_model_relations(model.model, (x, *args))
-    return {name for name, parents in relations["sample_sample"].items() if not parents}
+    return set(model_structure(model, x=x, y=args[0] if args else None).root_latent)
 
 
 @torch.no_grad()

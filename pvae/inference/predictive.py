@@ -30,7 +30,7 @@ from pvae.inference.traces import image_site, is_discrete, sample_sites
 from pvae.parts.guides import central_value
 from pvae.protocol import GraphicalModel, label_mode
 
-__all__ = ["central_latents", "continuous_latents", "reconstruct", "generate", "decode", "label_args", "prior_trace", "latent_nodes"]
+__all__ = ["central_latents", "continuous_latents", "reconstruct", "generate", "decode", "label_args", "prior_trace"]
 
 
 class _Central(Messenger):
@@ -144,8 +144,3 @@ def prior_trace(model: GraphicalModel, num: int, y: Tensor | None = None, *, lik
     with torch.no_grad(), poutine.block(), pyro.validation_enabled(False):
         trace = poutine.trace(model.model).get_trace(placeholder, *label_args(model, y))
     return prune_subsample_sites(trace)
-
-
-def latent_nodes(trace: Trace) -> dict[str, dict[str, Any]]:
-    """The latent (not observed) sample sites of a trace, by name, in program order."""
-    return {name: site for name, site in sample_sites(trace).items() if not site["is_observed"]}

@@ -16,8 +16,8 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
-from pvae.inference.predictive import latent_nodes, prior_trace
-from pvae.inference.traces import PARTICLES, is_discrete, sample_sites, site_log_prob, sum_sites
+from pvae.inference.predictive import prior_trace
+from pvae.inference.traces import PARTICLES, is_discrete, latent_sites, sample_sites, site_log_prob, sum_sites
 from pvae.protocol import GraphicalModel, label_mode
 
 __all__ = ["PosteriorGrid", "posterior_on_grid", "grid_site", "guide_distribution"]
@@ -32,7 +32,8 @@ def grid_site(model: GraphicalModel, like: Tensor | None = None) -> tuple[str, t
     """
     if label_mode(model) != "none":
         raise ValueError("the model takes labels y; the grid is drawn for a model without labels")
-    latents = latent_nodes(prior_trace(model, 1, like=like))
+    trace = prior_trace(model, 1, like=like)
+    latents = {name: trace.nodes[name] for name in latent_sites(trace)}
     continuous = [name for name, site in latents.items() if not is_discrete(site)]
     if len(latents) != 1 or len(continuous) != 1:
         kinds = ", ".join(f"{n} ({'continuous' if n in continuous else 'discrete'})" for n in latents)

@@ -63,7 +63,9 @@ def sample_sites(trace: Trace) -> dict[str, dict[str, Any]]:
 
 
 def latent_sites(model_trace: Trace) -> list[str]:
-    """The model's latent sample sites (not observed), in program order."""
+    """The latent (not observed) sample sites of a trace, in program order: the one definition that
+    estimators, predictions and figures read (a whole model's, once: :attr:`ModelStructure.latent
+    <pvae.inference.structure.ModelStructure.latent>`)."""
     return [name for name, site in sample_sites(model_trace).items() if not site["is_observed"]]
 
 

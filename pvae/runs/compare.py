@@ -26,8 +26,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pvae.runs.checkpoint import atomic_write_bytes, atomic_write_text
 from pvae.errors import ConfigError
+from pvae.runs.checkpoint import atomic_write_bytes, atomic_write_text
+from pvae.runs.evaluate import Evaluation
 from pvae.runs.folder import CONFIG, EVALUATION, METRICS, METRICS_FIELDS, RunFolderError, load_config
 
 __all__ = [
@@ -84,7 +85,7 @@ _LOG_PX_COLUMNS = ("log_px", "log_px_stderr", "num_samples", "kl_gap", "kl_gap_s
 _VALIDATION_COLUMNS = ("val_elbo", "val_elbo_best")
 
 
-def _images(evaluation: dict[str, Any]) -> str | None:
+def _images(evaluation: Evaluation) -> str | None:
     """What the evaluation's images were: grey levels, or binarized once with a seed. Static and
     dynamic binarization are evaluated on the same images (one fixed draw), so they compare."""
     if "binarization" not in evaluation:
@@ -99,7 +100,7 @@ def _images(evaluation: dict[str, Any]) -> str | None:
 
 
 # What an evaluation was of; runs that differ in one are flagged.
-def _estimator(evaluation: dict[str, Any]) -> str | None:
+def _estimator(evaluation: Evaluation) -> str | None:
     """How the evaluation's log p(x) was estimated: importance sampling (its K is checked apart) or AIS
     with its settings."""
     if "log_px" not in evaluation:
@@ -110,7 +111,7 @@ def _estimator(evaluation: dict[str, Any]) -> str | None:
     return "importance sampling"
 
 
-_EVALUATION_CONDITIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], object]], ...] = (
+_EVALUATION_CONDITIONS: tuple[tuple[str, str, Callable[[Evaluation], object]], ...] = (
     ("dataset", "datasets", lambda ev: ev.get("dataset")),
     ("split", "splits", lambda ev: ev.get("split")),
     ("images", "images", _images),
@@ -183,7 +184,7 @@ class _Run:
     settings: dict[str, Any]
     config_epochs: int
     metrics: tuple[dict[str, float], ...]
-    evaluation: dict[str, Any] | None
+    evaluation: Evaluation | None
 
 
 def compare_runs(runs: Sequence[str | Path], *, out: str | Path | None = None) -> Comparison:
@@ -250,12 +251,16 @@ def _read_run(given: str | Path) -> _Run:
     ev_path = run_dir / EVALUATION
     if ev_path.is_file():
         try:
-            evaluation = json.loads(ev_path.read_text())
+            data = json.loads(ev_path.read_text())
         except json.JSONDecodeError as err:
             raise RunFolderError(f"{ev_path} is not JSON ({err}); run pvae evaluate {given} again") from err
-        if not isinstance(evaluation, dict):
+        if not isinstance(data, dict):
             raise RunFolderError(f"{ev_path} is not an evaluation (expected a JSON object); "
                                  f"run pvae evaluate {given} again")
+        try:
+            evaluation = Evaluation.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise RunFolderError(f"{ev_path} is not an evaluation ({err})") from err
     return _Run(str(given), run_dir.resolve(), settings, config.epochs, _read_metrics(run_dir, given), evaluation)
 
 

@@ -44,12 +44,11 @@ from pvae.inference.predictive import (
     continuous_latents,
     decode,
     generate,
-    latent_nodes,
     prior_trace,
     reconstruct,
 )
 from pvae.inference.quadrature import PosteriorGrid, grid_site, guide_distribution, posterior_on_grid
-from pvae.inference.traces import is_discrete
+from pvae.inference.traces import is_discrete, latent_sites
 from pvae.protocol import GraphicalModel, label_mode, num_classes
 
 __all__ = [
@@ -306,7 +305,8 @@ def plot_class_grid(
     device = _device(model)
     classes = torch.arange(classes_count, device=device).repeat_interleave(styles)  # row-major: y, then style
     given = torch.zeros(styles, dtype=torch.long, device=device) if mode == "observed" else None
-    latents = latent_nodes(prior_trace(model, styles, given))
+    trace = prior_trace(model, styles, given)
+    latents = {name: trace.nodes[name] for name in latent_sites(trace)}
     values = {name: site["value"].repeat(classes_count, *([1] * (site["value"].dim() - 1)))
               for name, site in latents.items() if not is_discrete(site)}
     names = ", ".join(values) or "latents"
