@@ -12,7 +12,7 @@ objective).
 What a trace cannot keep is Python control flow that depends on tensor values, or Python state that
 changes between steps (a counter, say): it is recorded the way it went the first time. So each new
 shape's first two steps also compute the eager ELBO on the same draws, and a difference stops
-training with an error that names ``--engine eager``; a change that comes later is not seen, which
+training with an error that names ``engine='eager'``; a change that comes later is not seen, which
 is why engine ``auto`` traces only the models pvae builds itself.
 ``torch.jit.trace`` is deprecated in favour of ``torch.compile``, which today cannot compile through
 Pyro's effect handlers without breaking the graph at every site (and is slower than eager there).
@@ -127,7 +127,7 @@ class TracedELBO:
             raise TracedELBOMismatch(
                 f"the traced ELBO gives {loss.item():.6g} where Pyro's eager ELBO gives {float(eager):.6g} on the "
                 "same draws: the model or guide branches on tensor values, which a trace cannot follow; "
-                "train with --engine eager"
+                "train with engine='eager'"
             )
         return loss
 

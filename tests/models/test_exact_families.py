@@ -203,7 +203,7 @@ def test_the_m2_step_scales_each_part_to_its_own_set_and_alpha_to_0_1_n() -> Non
     gen = torch.Generator().manual_seed(0)
     x_l, y_l = torch.bernoulli(torch.full((10, 5), 0.5), generator=gen), torch.arange(10)
     x_u = torch.bernoulli(torch.full((4, 5), 0.5), generator=gen)
-    elbo = build_objective(config, enumerates=True)
+    elbo = build_objective(config.objective, num_particles=config.num_particles, enumerates=True)
     objective = SemiSupervisedObjective(elbo, x_l, y_l, torch.Generator().manual_seed(3))
     pyro.set_rng_seed(1)
     loss = objective.differentiable_loss(model.model, model.guide, x_u)

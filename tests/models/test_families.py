@@ -4,6 +4,7 @@ by import path."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -18,6 +19,8 @@ from pvae import TrainConfig, evaluate_run, train
 from pvae.cli import main
 from pvae.errors import ConfigError
 from pvae.inference.traces import latent_sites, observed_sites, trace_pair
+from pvae.models.families import FAMILIES as TABLE
+from pvae.models.families import check_fit, own_family
 from pvae.protocol import label_mode
 from pvae.runs.build import build_model, check_config
 from pvae.runs.folder import load_run, rebuild_model
@@ -72,7 +75,8 @@ def test_the_objective_gives_a_finite_loss_with_gradients(family: str, objective
     x, y = _batch()
     enumerates = wants_enumeration(model, x, *_args(model, y))
     assert enumerates == (family == "m2"), f"enumeration wanted: {enumerates}"
-    loss = build_objective(config, enumerates=enumerates).differentiable_loss(model.model, model.guide, x, *_args(model, y))
+    elbo = build_objective(config.objective, num_particles=config.num_particles, enumerates=enumerates)
+    loss = elbo.differentiable_loss(model.model, model.guide, x, *_args(model, y))
     assert torch.isfinite(loss), f"loss {loss}"
     loss.backward()
     grads = [p.grad for p in model.decoder.parameters()]
@@ -80,27 +84,54 @@ def test_the_objective_gives_a_finite_loss_with_gradients(family: str, objective
 
 
 @pytest.mark.parametrize(("family", "objective", "message"), [
-    ("m2", "iwae:3", "cannot sum over|--objective trace"),
-    ("m2", "meanfield", "--objective trace"),
+    ("m2", "iwae:3", "enumeration.*IWAE bound cannot do; use objective='trace'"),
+    ("m2", "meanfield", "enumeration.*'meanfield' cannot do; use objective='trace'"),
+    ("hierarchical", "meanfield", "draws z2 from z1.*use objective='trace' or objective='iwae:K'"),
 ])
 def test_combinations_that_cannot_work_are_refused(family: str, objective: str, message: str) -> None:
-    """The IWAE bound or the analytic KL with an enumerated label are refused."""
+    """The IWAE bound or the analytic KL with an enumerated label, and the analytic KL with a guide
+    whose z2 depends on z1, are refused by the settings' check, before any model is built."""
     with pytest.raises(ConfigError, match=message):
         check_config(_config(family, objective=objective))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_table_says_what_each_family_supports(family: str) -> None:
+    """Each entry of the family table lists the objectives this test trains it with, and only those."""
+    supported = {objective.partition(":")[0] for objective in FAMILIES[family][2]}
+    assert set(TABLE[family].objectives) == supported, (TABLE[family].objectives, supported)
+    assert TABLE[family].engines == (("auto", "eager") if family == "m2" else ("auto", "jit", "eager"))
+    model = build_model(_config(family), X_DIM, 600)
+    assert label_mode(model) == TABLE[family].label_mode
+
+
+def test_what_a_model_of_your_own_supports_is_read_from_it() -> None:
+    """A model of your own whose guide enumerates trains only with trace, and a semi-supervised one
+    only eagerly: the same check, and the same one-line refusals, as the table's families."""
+    enumerating = own_family("mine:Net", "none", enumerates=True)
+    with pytest.raises(ConfigError, match="model mine:Net sums its discrete latent out.*use objective='trace'"):
+        check_fit("mine:Net", enumerating, objective="iwae:4", engine="auto", labels=None)
+    semi = own_family("mine:Net", "semi-supervised", enumerates=True)
+    with pytest.raises(ConfigError, match="engine 'jit' cannot run model mine:Net"):
+        check_fit("mine:Net", semi, objective="trace", engine="jit", labels=100)
+    with pytest.raises(ConfigError, match="e.g. labels=100"):
+        check_fit("mine:Net", semi, objective="trace", engine="auto", labels=None)
+    check_fit("mine:Net", own_family("mine:Net", "none", enumerates=False), objective="meanfield", engine="jit",
+              labels=None)
+
+
 def test_meanfield_with_a_dependent_guide_is_refused() -> None:
     """meanfield with a guide whose latents depend on each other (q(z2|z1)) is refused, read from the guide's trace."""
-    config = _config("hierarchical", objective="meanfield")
-    model = build_model(config, X_DIM, 600)
+    model = build_model(_config("hierarchical"), X_DIM, 600)  # the table refuses meanfield for this family already
     with pytest.raises(ConfigError, match="mean-field guide.*'z2' from 'z1'"):
-        check_objective(config, model, _batch()[0])
+        check_objective(model, _batch()[0], objective="meanfield")
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"model": "m2"}, "--labels"),
+    ({"model": "m2"}, "e.g. labels=100"),
     ({"model": "m2", "labels": 15}, "multiple of the 10 classes"),
-    ({"model": "vae", "labels": 100}, "drop --labels"),
+    ({"model": "vae", "labels": 100}, "drop labels=100"),
+    ({"model": "m2", "labels": 100, "engine": "jit"}, "engine 'jit' cannot run model m2.*engine='eager'"),
     ({"model": "conditional", "prior": "vamp:5"}, "q\\(z \\| x, y\\)"),
     ({"model": "hierarchial"}, "did you mean 'hierarchical'"),
     ({"model": "vae", "model_args": '{"a": 1}'}, "model of your own"),
@@ -123,7 +154,7 @@ def test_save_reload_and_resume_are_exact(
 ) -> None:
     """A run rebuilt from its folder gives identical outputs, and a run stopped after epoch 1 and resumed
     ends bit for bit where an uninterrupted one does."""
-    train_module = sys.modules["pvae.train"]
+    train_module = importlib.import_module("pvae.runs.train")  # the module, not the function pvae.train
 
     whole = _train(fake_mnist_root, tmp_path / "whole", family, epochs=2, objective=objective)
     save_epoch = train_module.save_epoch

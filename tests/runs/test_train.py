@@ -144,5 +144,5 @@ def test_dynamic_binarization_redraws_each_epoch(
 
 def test_bernoulli_with_grey_levels_is_refused() -> None:
     """binarization none with the bernoulli likelihood is refused before any training, naming the fix."""
-    with pytest.raises(ConfigError, match="bernoulli.*binarization is 'none'.*--binarization dynamic or static"):
+    with pytest.raises(ConfigError, match="bernoulli.*binarization is 'none'.*binarization='dynamic' or binarization='static'"):
         check_config(TrainConfig(binarization="none", likelihood="bernoulli"))

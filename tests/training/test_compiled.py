@@ -19,7 +19,7 @@ from pvae.models.common import data_plate
 from pvae.runs.build import build_model, build_vae
 from pvae.runs.config import TrainConfig
 from pvae.training.compiled import TracedELBO, TracedELBOMismatch
-from pvae.training.objectives import build_objective, training_objective
+from pvae.training.objectives import build_objective, engine_for, training_objective
 
 BATCH = 8
 
@@ -64,8 +64,8 @@ def test_traced_elbo_is_the_eager_elbo(prior: str, likelihood: str, guide: str, 
     vae = build_vae(config, X_DIM, 5 * BATCH, mean_image=x.mean(0), init_data=x)
     # shapes 8, 8, 3, 8, 3: each shape's first two steps are checked against the eager ELBO
     batches = [x[:BATCH], x[BATCH : 2 * BATCH], x[2 * BATCH : 2 * BATCH + 3], x[3 * BATCH : 4 * BATCH], x[-3:]]
-    want = _losses_and_grads(build_objective(config), vae, batches)
-    traced = TracedELBO(vae, build_objective(config))
+    want = _losses_and_grads(build_objective(config.objective, num_particles=config.num_particles), vae, batches)
+    traced = TracedELBO(vae, build_objective(config.objective, num_particles=config.num_particles))
     _assert_same(_losses_and_grads(traced, vae, batches), want)
     assert traced._checks_left == {k: 0 for k in traced._checks_left} and len(traced._checks_left) == 2
     # after the checks the loss comes from the replayed trace alone, and is still the eager one
@@ -91,8 +91,8 @@ def test_traced_elbo_is_the_eager_elbo_for_the_other_families(family: str, objec
             out.append((loss.detach(), list(torch.autograd.grad(loss, list(model.parameters()), allow_unused=True))))
         return out
 
-    want = run(build_objective(config))
-    traced = TracedELBO(model, build_objective(config))
+    want = run(build_objective(config.objective, num_particles=config.num_particles))
+    traced = TracedELBO(model, build_objective(config.objective, num_particles=config.num_particles))
     _assert_same(run(traced), want)
     _assert_same(run(traced), want)  # replayed alone, after the checks
     assert set(traced._checks_left.values()) == {0}
@@ -103,12 +103,12 @@ def test_the_trace_follows_in_place_parameter_updates() -> None:
     config = _config("normal", "bernoulli", "diagonal")
     x = _fitting_data("bernoulli", BATCH)
     vae = build_vae(config, X_DIM, 100, mean_image=x.mean(0))
-    traced = TracedELBO(vae, build_objective(config))
+    traced = TracedELBO(vae, build_objective(config.objective, num_particles=config.num_particles))
     for _ in range(3):
         traced.differentiable_loss(vae.model, vae.guide, x)
     with torch.no_grad():
         vae.decoder[0].weight.add_(0.5)
-    _assert_same(_losses_and_grads(traced, vae, [x]), _losses_and_grads(build_objective(config), vae, [x]))
+    _assert_same(_losses_and_grads(traced, vae, [x]), _losses_and_grads(build_objective(config.objective, num_particles=config.num_particles), vae, [x]))
 
 
 class _BranchingVAE(VAE):
@@ -126,10 +126,10 @@ class _BranchingVAE(VAE):
 def test_a_model_that_branches_on_values_is_refused() -> None:
     """Traced on a light batch and run on a heavy one, the frozen branch would give a wrong loss: refused."""
     vae = _BranchingVAE(X_DIM, 2, hidden=(8,), num_data=100)
-    traced = TracedELBO(vae, build_objective(_config("normal", "bernoulli", "diagonal")))
+    traced = TracedELBO(vae, build_objective("trace"))
     light, heavy = torch.zeros(BATCH, X_DIM), torch.ones(BATCH, X_DIM)
     traced.differentiable_loss(vae.model, vae.guide, light)
-    with pytest.raises(TracedELBOMismatch, match="branches on tensor values.*--engine eager"):
+    with pytest.raises(TracedELBOMismatch, match="branches on tensor values.*engine='eager'"):
         traced.differentiable_loss(vae.model, vae.guide, heavy)
 
 
@@ -137,13 +137,19 @@ def test_the_engine_setting_picks_the_objective() -> None:
     """engine jit wraps the configured ELBO in a TracedELBO, eager uses Pyro's ELBO itself, auto picks; others are refused."""
     vae = build_vae(_config("normal", "bernoulli", "diagonal"), X_DIM, 100)
     base = _config("normal", "bernoulli", "diagonal")
-    assert isinstance(training_objective(dataclasses.replace(base, engine="jit"), vae), TracedELBO)
-    assert isinstance(training_objective(dataclasses.replace(base, engine="eager"), vae), pyro.infer.Trace_ELBO)
-    # auto, the default: traced for the models pvae builds, eager for one of the caller's own
-    assert base.engine == "auto" and isinstance(training_objective(base, vae), TracedELBO)
-    assert isinstance(training_objective(base, vae, own_model=True), pyro.infer.Trace_ELBO)
+    assert isinstance(training_objective(vae, objective="trace", engine="jit"), TracedELBO)
+    assert isinstance(training_objective(vae, objective="trace", engine="eager"), pyro.infer.Trace_ELBO)
+    # auto, the default: traced for the models pvae builds, eager for one of the caller's own, or one
+    # whose step enumerates or draws a labelled minibatch
+    assert base.engine == "auto" and engine_for("auto", own_model=False, enumerates=False) == "jit"
+    assert engine_for("auto", own_model=True, enumerates=False) == "eager"
+    assert engine_for("auto", own_model=False, enumerates=True) == "eager"
+    assert engine_for("auto", own_model=False, enumerates=False, semi_supervised=True) == "eager"
+    assert engine_for("jit", own_model=True, enumerates=False) == "jit"
+    with pytest.raises(ValueError, match="engine"):
+        training_objective(vae, objective="trace", engine="auto")  # resolved by engine_for first
     with pytest.raises(ValueError, match="engine"):
         dataclasses.replace(base, engine="compiled")
     other = build_vae(base, X_DIM, 100)
     with pytest.raises(ValueError, match="the VAE it was built for"):
-        TracedELBO(vae, build_objective(base)).differentiable_loss(other.model, other.guide, torch.zeros(2, X_DIM))
+        TracedELBO(vae, build_objective(base.objective)).differentiable_loss(other.model, other.guide, torch.zeros(2, X_DIM))

@@ -151,11 +151,10 @@ def test_the_reported_train_elbo_is_the_unweighted_one(fake_mnist_root: Path, tm
 
 
 def test_kl_weight_rises_step_by_step_to_beta() -> None:
-    config = TrainConfig(kl_warmup=2, beta=4.0)
-    weights = [kl_weight(config, t, 10) for t in range(1, 31)]
+    weights = [kl_weight(t, 10, warmup_epochs=2, beta=4.0) for t in range(1, 31)]
     assert weights[:20] == pytest.approx([4.0 * t / 20 for t in range(1, 21)])
     assert weights[20:] == [4.0] * 10
-    assert kl_weight(TrainConfig(beta=0.5), 7, 10) == 0.5 and kl_weight(TrainConfig(), 1, 10) == 1.0
+    assert kl_weight(7, 10, warmup_epochs=0, beta=0.5) == 0.5 and kl_weight(1, 10, warmup_epochs=0, beta=1.0) == 1.0
 
 
 def test_a_warm_up_run_records_its_weights_and_true_elbo(fake_mnist_root: Path, tmp_path: Path) -> None:
