@@ -196,11 +196,11 @@ def check_same_loss(kind: str, model: nn.Module, hand: HandWritten, config: Trai
     """One batch, the same seed: pvae's eager ELBO and the hand-written loss, values and gradients."""
     with forked_rng(device):
         if labelled is not None:
-            eager = SemiSupervisedObjective(build_objective(config, enumerates=True), *labelled,
+            eager = SemiSupervisedObjective(build_objective(config.objective, enumerates=True), *labelled,
                                             torch.Generator(device=device).manual_seed(7))
             hand.generator = torch.Generator(device=device).manual_seed(7)
         else:
-            eager = build_objective(config, enumerates=False)
+            eager = build_objective(config.objective, enumerates=False)
         torch.manual_seed(1234)
         with pyro.validation_enabled(False):
             pvae_loss = eager.differentiable_loss(model.model, model.guide, x, *args)
@@ -241,14 +241,14 @@ def bench_model(kind: str, args: argparse.Namespace, data, device: torch.device)
         model.num_labelled = config.labels
         labelled_pair = (x0[chosen], labels[chosen])
         # each has a labelled-minibatch stream of its own, seeded alike: the same draws step by step
-        objective = training_objective(config, model, enumerates=enum,
+        objective = training_objective(model, objective=config.objective, engine="eager", enumerates=enum,
                                        labelled=(*labelled_pair, torch.Generator(device=device).manual_seed(2)))
         hand: HandWritten = HandM2(model, *labelled_pair, torch.Generator(device=device).manual_seed(2)).to(device)
         engine = f"eager {type(objective.elbo).__name__}"
     else:
-        objective = training_objective(config, model, enumerates=enum)
+        engine = engine_for(config.engine, own_model=False, enumerates=enum)
+        objective = training_objective(model, objective=config.objective, engine=engine, enumerates=enum)
         hand = (HandTwoLayer(model) if kind == "hierarchical" else HandConditional(model)).to(device)
-        engine = engine_for(config, own_model=False, enumerates=enum)
         engine = f"{engine} {type(objective).__name__}" + (f"({type(objective.objective).__name__})"
                                                          if hasattr(objective, "objective") else "")
 

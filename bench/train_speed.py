@@ -122,7 +122,7 @@ def main() -> None:
     pvae_model = build_vae(config, data.x_dim, n, mean_image=x_grey.mean(0)).to(device)
     hand = HandWrittenVAE(copy.deepcopy(pvae_model.encoder), copy.deepcopy(pvae_model.decoder), n).to(device)
     plain = PlainPyroVAE(copy.deepcopy(pvae_model.encoder), copy.deepcopy(pvae_model.decoder), config.z_dim, n).to(device)
-    objective = training_objective(config, pvae_model)  # as pvae train runs it (engine auto: jit)
+    objective = training_objective(pvae_model, objective=config.objective, engine="jit")  # as pvae train runs it (engine auto)
     opt_pvae = torch.optim.Adam(pvae_model.parameters(), lr=config.lr)
     opt_hand = torch.optim.Adam(hand.parameters(), lr=config.lr)
     opt_plain = torch.optim.Adam(plain.parameters(), lr=config.lr)

@@ -153,7 +153,7 @@ def test_iwae_spelling_needs_k_at_least_two(spelling: str) -> None:
 
 def test_iwae_objective_builds_iwae_elbo_and_refuses_num_particles() -> None:
     """objective iwae:5 trains with IWAE_ELBO(5); num_particles is then not a second particle count."""
-    objective = build_objective(TrainConfig(objective="iwae:5"))
+    objective = build_objective("iwae:5")
     assert isinstance(objective, IWAE_ELBO) and objective.num_particles == 5, objective
     with pytest.raises(ConfigError, match="leave num_particles at 1"):
         TrainConfig(objective="iwae:5", num_particles=2)
