@@ -16,15 +16,14 @@ from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
-from pyro.infer.inspect import get_model_relations
 from torch import Tensor
 from torch.distributions import kl_divergence
 
 from pvae.errors import ConfigError
 from pvae.inference.iwae import IWAE_ELBO
-from pvae.inference.traces import latent_sites, sample_sites, trace_pair
+from pvae.inference.structure import ModelStructure, model_structure
+from pvae.inference.traces import latent_sites, trace_pair
 from pvae.protocol import GraphicalModel, label_mode
 from pvae.training.compiled import TracedELBO
 
@@ -67,19 +66,14 @@ def iwae_particles(objective: str) -> int | None:
     return int(arg)
 
 
-def _guide_trace(model: GraphicalModel, x: Tensor, args: tuple[Tensor, ...]) -> Any:
-    with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
-        return poutine.trace(model.guide).get_trace(x, *args)
-
-
 def wants_enumeration(model: GraphicalModel, x: Tensor, *args: Tensor) -> bool:
-    """Whether the guide marks a site for parallel enumeration (then it needs ``TraceEnum_ELBO``).
+    """Whether the guide marks a site for parallel enumeration (then it needs ``TraceEnum_ELBO``),
+    read from the model's structure (:attr:`~pvae.inference.structure.ModelStructure.enumerated`).
 
     :param x: a few training images ``(n, x_dim)``.
-    :param args: what the guide takes besides.
+    :param args: what the guide takes besides (a class-conditional model's labels ``(n,)``).
     """
-    trace = _guide_trace(model, x, args)
-    return any(site["infer"].get("enumerate") == "parallel" for site in sample_sites(trace).values())
+    return bool(model_structure(model, x=x, y=args[0] if args else None).enumerated)
 
 
 def build_objective(objective: str, *, num_particles: int = 1, enumerates: bool = False) -> ELBO:
@@ -109,26 +103,28 @@ def build_objective(objective: str, *, num_particles: int = 1, enumerates: bool 
 
 def check_objective(
     model: GraphicalModel, x: Tensor, *args: Tensor, objective: str, guide: str | None = None,
-    prior: str | None = None,
+    prior: str | None = None, structure: ModelStructure | None = None,
 ) -> None:
     """Refuse, before training, an analytic-KL objective the model cannot have.
 
     ``TraceMeanField_ELBO`` would otherwise fall back to Monte Carlo without a word where
     ``torch.distributions.kl_divergence`` knows no closed form, and would be wrong for a guide whose
-    latent sites depend on each other. Both are read from traces of the guide and model on ``x``
-    (the dependencies by Pyro's ``get_model_relations`` on the guide).
+    latent sites depend on each other. Both are read from the programs on ``x``: the dependencies
+    from the model's structure (:attr:`~pvae.inference.structure.ModelStructure.guide_dependencies`,
+    Pyro's provenance tracking), the closed forms from traces of the guide and model.
 
     :param x: a few training images ``(n, x_dim)``; ``args``: what model and guide take besides.
     :param objective: ``trace``, ``meanfield`` or ``iwae:K``; only ``meanfield`` is checked.
     :param guide: the guide's spelling (e.g. ``diagonal``), named in the refusal when given.
     :param prior: the prior's spelling (e.g. ``mog:3``), named in the refusal when given.
+    :param structure: the model's structure on ``x`` when the caller has read it already.
     :raises ConfigError: naming the pair and what to use instead.
     """
     if objective != "meanfield":
         return
-    # Which guide site is drawn from which: Pyro's provenance tracking, as pyro.render_model uses it.
-    parents = get_model_relations(model.guide, (x, *args))["sample_sample"]
-    dependent = {name: sorted(up) for name, up in parents.items() if up}
+    if structure is None:
+        structure = model_structure(model, x=x, y=args[0] if args else None)
+    dependent = {name: sorted(up) for name, up in structure.guide_dependencies.items() if up}
     if dependent:
         site, upstream = next(iter(dependent.items()))
         raise ConfigError(
