@@ -28,6 +28,7 @@ from pvae.runs.config import FIELD_CHOICES, TrainConfig
 from pvae.runs.evaluate import SETTING_CHOICES, EvaluationSettings
 from pvae.runs.folder import CONFIG, RunFolderError
 from pvae.runs.train import TrainingDivergedError
+from pvae.training.compiled import TracedELBOMismatch
 from pvae.training.recipes import recipe_fields
 from pvae.version import __version__
 
@@ -170,7 +171,7 @@ def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
     same words read ``--labels 100``, ``--objective trace``, ``--dequantize``, ``--hidden 200 200``.
     Only names in ``flags`` are rewritten; a trailing period or comma stays where it was.
 
-    :param flags: parameter name -> flag; default :data:`TRAIN_FLAGS` (``pvae train``'s).
+    :param flags: parameter name -> flag; default ``TRAIN_FLAGS`` (``pvae train``'s).
 
     >>> as_flags("model m2 needs labels: e.g. labels=100; use objective='trace' or binarization='none' with dequantize=True.")
     'model m2 needs labels: e.g. --labels 100; use --objective trace or --binarization none with --dequantize.'
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> None:
     try:
         _run_train(args)
-    except (ConfigError, RunFolderError, TrainingDivergedError) as err:
+    except (ConfigError, RunFolderError, TrainingDivergedError, TracedELBOMismatch) as err:
         # the library names parameters (labels=100); here they are the flags (--labels 100)
         raise type(err)(as_flags(str(err))) from None
 

@@ -5,7 +5,7 @@ launch from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RAN
 rendezvous address) and joins one process group: gloo on CPUs, NCCL on GPUs. Without torchrun
 (``WORLD_SIZE`` unset or 1) nothing here does anything, and a run is exactly a one-process run.
 
-How a step is shared (:func:`pvae.runs.train.train_epoch`): every rank draws the same permutation and
+How a step is shared (:func:`pvae.training.loop.train_epoch`): every rank draws the same permutation and
 binarization of the epoch from the data stream, so the global minibatch of ``batch_size`` images is
 the one a single process would take; rank r takes the r-th contiguous share of it. Each rank's
 loss is Pyro's ELBO of its share, whose data plate scales it by N / B_r, an unbiased estimate of

@@ -118,7 +118,7 @@ def build_model(
         pseudo-inputs); without them such parameters start from noise. Loading a checkpoint
         overwrites them either way.
     :param checked: the caller has run :func:`check_config` on ``config`` already (as
-        :func:`pvae.train` does, once, before it writes anything).
+        :func:`pvae.runs.train.train` does, once, before it writes anything).
     :raises ConfigError: for names that do not fit (see :func:`check_config`) or a class of your
         own that cannot be built from ``model_args``.
     """

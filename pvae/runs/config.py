@@ -2,7 +2,7 @@
 
 Every field is a command-line flag of ``pvae train`` (``z_dim`` -> ``--z-dim``); ``__post_init__``
 only validates each field's form. Whether the names (``--prior``, ``--model``, ...) are known and
-fit together is checked by :func:`pvae.runs.build.check_config`, which :func:`pvae.train` calls
+fit together is checked by :func:`pvae.runs.build.check_config`, which :func:`pvae.runs.train.train` calls
 before it writes anything: this module imports no registry. Its messages name fields as Python
 spells them (``labels=100``); the command line shows them as flags (``--labels 100``).
 """
