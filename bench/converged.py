@@ -88,7 +88,7 @@ def measured(run: Path, checkpoint: str | None, *, num_images: int | None, num_s
                 and old.get("epoch") == _epoch_of(run, checkpoint):
             return old
     return evaluate_run(run, num_images=num_images, num_samples=num_samples, device=device, data_dir=data_dir,
-                        checkpoint=checkpoint, progress=False)
+                        checkpoint=checkpoint, progress=False).to_dict()
 
 
 def _epoch_of(run: Path, checkpoint: str | None) -> int:

@@ -22,7 +22,7 @@ from pvae import TrainConfig, train
 from pvae.cli import main
 from pvae.inference.importance import active_units, importance_estimate, latent_activity, log_marginal_likelihood
 from pvae.models import VAE
-from pvae.runs.evaluate import PER_IMAGE, PER_IMAGE_FIELDS, evaluate_run
+from pvae.runs.evaluate import PER_IMAGE, PER_IMAGE_FIELDS, Evaluation, evaluate_run
 
 
 class LinearGaussian(exact_models.LinearGaussian):
@@ -274,7 +274,7 @@ def test_evaluate_writes_log_px_and_per_image_table(tiny_run: Path) -> None:
     """evaluate_run with K samples adds log p(x) and its diagnostics to the JSON and writes one CSV row per image."""
     result = evaluate_run(tiny_run, num_samples=30, device="cpu")
     saved = json.loads((tiny_run / "evaluation.json").read_text())
-    assert saved == result
+    assert saved == result.to_dict() and Evaluation.from_dict(saved) == result
     rows = list(csv.DictReader((tiny_run / PER_IMAGE).read_text().splitlines()))
     assert tuple(rows[0]) == PER_IMAGE_FIELDS and len(rows) == result["num_images"] == 200
     log_px = torch.tensor([float(r["log_px"]) for r in rows], dtype=F64)
@@ -311,4 +311,4 @@ def test_cli_evaluate_num_samples(tiny_run: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "log p(x), importance sampling, K=12" in out and (tiny_run / PER_IMAGE).is_file(), out
     assert main(["evaluate", str(tiny_run), "--num-samples", "0"]) == 2
-    assert "--num-samples must be >= 1" in capsys.readouterr().err
+    assert "expected --num-samples K >= 1" in capsys.readouterr().err
