@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import fake_config
 
 import pvae
 from pvae.cli import build_parser, main
@@ -26,11 +27,12 @@ from pvae.runs.config import ConfigError, TrainConfig
 from pvae.runs.folder import load_run
 from pvae.runs.train import TrainingDivergedError, train
 
-SMALL = dict(train_size=300, val_size=100, batch_size=30, hidden=(32,), z_dim=3, device="cpu")
+# Over tests/support.fake_config's tiny run: 300 training images, 10 epochs of 10 steps.
+SMALL = dict(train_size=300, batch_size=30, z_dim=3, epochs=10)
 
 
 def _config(root: Path, out: Path, **kw: object) -> TrainConfig:
-    return TrainConfig(data_dir=str(root), out=str(out), **{**SMALL, **kw})
+    return fake_config(root, out, **{**SMALL, **kw})
 
 
 def _cli_flags(root: Path, out: Path, epochs: int) -> list[str]:
