@@ -261,7 +261,7 @@ class Beta:
 
     The decoder emits softplus^-1(alpha) then softplus^-1(beta). The density is infinite or zero at
     exactly 0 and 1, so 8-bit images must first be moved off the ends: ``pvae train --binarization
-    none --dequantize`` trains on (255 x + u) / 256, u ~ U(0, 1) (:func:`pvae.data.dequantize`).
+    none --dequantize`` trains on (255 x + u) / 256, u ~ U(0, 1) (:func:`pvae.data.transforms.dequantize`).
     """
 
     params_per_pixel = 2
@@ -382,7 +382,7 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
 class DiscretizedLogistic:
     """p(x|z) = prod_d DiscretizedLogistic(x_d; mu_d, s_d), a probability for 8-bit grey levels.
 
-    Data representation: pixels stay the grey levels k / 255 in [0, 1] that :func:`pvae.load_data <pvae.data.load_data>`
+    Data representation: pixels stay the grey levels k / 255 in [0, 1] that :func:`pvae.load_data <pvae.data.idx.load_data>`
     returns; the distribution puts its mass on exactly those 256 values, so log p(x|z) is a proper
     log-probability of the 8-bit image (and binarized 0/1 images, levels 0 and 255, fit too). Values
     off that grid are refused. The decoder emits mu (in data units) then softplus^-1(s).

@@ -628,7 +628,7 @@ def bits_per_dim(nats: float, num_dims: int, *, dequantized: bool = False) -> fl
 
     For a probability of discrete data (binary pixels, or a discretized likelihood of 8-bit levels)
     this is ``nats / (num_dims ln 2)``. For a density of dequantized 8-bit levels (values in (0, 1),
-    :func:`pvae.data.dequantize`) the density is first turned into one of the levels 0..255 by adding
+    :func:`pvae.data.transforms.dequantize`) the density is first turned into one of the levels 0..255 by adding
     ``num_dims ln 256``: bits per dimension are then comparable with the literature's (e.g. 8 for a
     uniform density), and bound the 8-bit data's own from above.
 
