@@ -105,7 +105,7 @@ class ProgramStructure:
 
 @dataclass(frozen=True)
 class ModelStructure:
-    """A model's and its guide's :class:`ProgramStructure`: all that :func:`plot_graphical_model` draws,
+    """A model's and its guide's :class:`ProgramStructure`: all that :func:`~pvae.views.graph.plot_graphical_model` draws,
     and what estimators, objective checks and evaluation read of a model (each list in program order)."""
 
     model: ProgramStructure

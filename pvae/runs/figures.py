@@ -147,7 +147,7 @@ def sample_run(
     device: str = "auto",
     seed: int = 0,
 ) -> Path:
-    """Draw ``num`` samples from a run's trained model into ``samples.png`` (as :func:`plot_samples`),
+    """Draw ``num`` samples from a run's trained model into ``samples.png`` (as :func:`~pvae.views.plots.plot_samples`),
     or with ``label`` all of that class into ``samples_label{label}.png``, in ``out`` (default: the
     run folder). The draws come from their own random stream, seeded by ``seed``: the same seed gives
     the same figure, and the caller's streams are left as they were.
@@ -180,7 +180,7 @@ def save_run_figures(
     out: str | Path, vae: GraphicalModel, data: ImageData, metrics: Sequence[dict[str, float]], binarization: str
 ) -> list[Path]:
     """Write ``curves.png``, ``reconstructions.png`` and ``samples.png`` into the run folder ``out``
-    (what :func:`pvae.train` leaves, for any model; ``pvae plot RUN`` draws the rest)."""
+    (what :func:`pvae.train <pvae.runs.train.train>` leaves, for any model; ``pvae plot RUN`` draws the rest)."""
     out = Path(out)
     vae.eval()  # type: ignore[attr-defined]
     x_test = fixed_eval_set(data.test[:10], binarization)

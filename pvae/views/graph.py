@@ -1,7 +1,7 @@
 """Any graphical model, drawn from the code: Graphviz diagrams of the model and the guide, and a
 figure in the style of Kingma & Welling (2014), "Auto-Encoding Variational Bayes", Figure 1.
 
-Everything drawn is read from traces of the programs (:func:`program_structure`): the sample sites
+Everything drawn is read from traces of the programs (:func:`~pvae.inference.structure.program_structure`): the sample sites
 and which are observed, their plates and sizes N, their distributions and event shapes, and which
 site's log-density depends on which -- found, as :func:`pyro.infer.inspect.get_model_relations`
 finds it, by Pyro's provenance tracking, with the program's inputs (the guide's images x, a
@@ -118,7 +118,7 @@ def model_graph(
     :param program: ``"model"`` (e.g. p_theta(z) p_theta(x|z)) or ``"guide"`` (e.g. q_phi(z|x)).
     :param x: images ``(batch, x_dim)`` to trace the program with; only their shape matters.
         Default: two blank images.
-    :param y: classes ``(batch,)`` (see :func:`program_structure` for the default).
+    :param y: classes ``(batch,)`` (see :func:`~pvae.inference.structure.program_structure` for the default).
     :returns: a ``graphviz.Digraph`` (its ``.source`` is the DOT text).
     """
     return _digraph(program_structure(model, program, x=x, y=y))
@@ -232,7 +232,7 @@ def _plate_boxes(structure: ProgramStructure, centre: dict[str, tuple[float, flo
 
 def plot_graphical_model(model: GraphicalModel | GraphStructure, path: str | Path, *, pdf: bool = False) -> list[Path]:
     """A model's directed graphical model in the style of Kingma & Welling (2014), Figure 1, laid
-    out from its traces (:func:`graph_structure`).
+    out from its traces (:func:`~pvae.inference.structure.graph_structure`).
 
     Circles are the model's sample sites and inputs (observed ones grey), one row per depth in the
     model's graph (roots on top, the image site at the bottom), with the latent sites' sizes beside
@@ -241,7 +241,7 @@ def plot_graphical_model(model: GraphicalModel | GraphStructure, path: str | Pat
     parameters, pointing, as in the paper, at every site of the model and every latent site of the
     guide; the plate repeats its nodes for each of the N images. A VAE gives the paper's z -> x figure.
 
-    :param model: the model, or its structure from :func:`graph_structure` (then nothing is traced).
+    :param model: the model, or its structure from :func:`~pvae.inference.structure.graph_structure` (then nothing is traced).
     :param pdf: also write the figure as PDF beside the PNG.
     :returns: the files written (PNG, then PDF).
     """
