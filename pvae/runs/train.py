@@ -34,7 +34,6 @@ from torch import Tensor
 from pvae.data import ImageData, binarize, fixed_eval_set, labelled_subset, load_data
 from pvae.devices import forked_rng, resolve_device
 from pvae.distributed import SINGLE, World, current_world, rank_seed
-from pvae.inference.structure import model_structure
 from pvae.inference.traces import check_data_support, check_model_traces
 from pvae.models.families import check_fit, own_family
 from pvae.parts.registry import is_import_path
@@ -62,6 +61,7 @@ from pvae.training.objectives import (
     check_semi_supervised,
     engine_for,
     training_objective,
+    wants_enumeration,
 )
 from pvae.training.schedules import make_scheduler
 from pvae.training.warmup import WeightedObjective, kl_weight
@@ -224,8 +224,7 @@ def _check_programs(config: TrainConfig, images: _Data, run: _Fit, device: torch
     # dequantized data is drawn afresh each epoch: the checks see one fixed draw of it
     x_probe = fixed_eval_set(images.x_grey, "none", dequantized=True) if config.dequantize else images.x_static
     check_model_traces(vae, x_probe[:2], *probe_args)
-    structure = model_structure(vae, x=x_probe[:2], y=probe_args[0] if probe_args else None)
-    enumerates = bool(structure.enumerated)
+    enumerates = wants_enumeration(vae, x_probe[:2], *probe_args)
     if run.own:  # what a family of the table supports was checked with the settings; this model says it now
         name = config.model if is_import_path(config.model) else type(vae).__name__
         check_fit(name, own_family(name, run.mode, enumerates=enumerates), objective=config.objective,
@@ -247,7 +246,7 @@ def _check_programs(config: TrainConfig, images: _Data, run: _Fit, device: torch
     if labelled is not None:  # M2's labelled programs, which the first step would run
         check_semi_supervised(vae, x_probe[labelled[:2]], data.train_labels[labelled[:2]])
     check_objective(vae, x_probe[:2], *probe_args, objective=config.objective, guide=config.guide,
-                    prior=config.prior, structure=structure)
+                    prior=config.prior)
     return replace(run, enumerates=enumerates, rows=rows, labelled=labelled)
 
 

@@ -22,7 +22,7 @@ from torch.distributions import kl_divergence
 
 from pvae.errors import ConfigError
 from pvae.inference.iwae import IWAE_ELBO
-from pvae.inference.structure import ModelStructure, model_structure
+from pvae.inference.structure import ModelStructure, model_structure, program_structure
 from pvae.inference.traces import latent_sites, trace_pair
 from pvae.protocol import GraphicalModel, label_mode
 from pvae.training.compiled import TracedELBO
@@ -68,12 +68,13 @@ def iwae_particles(objective: str) -> int | None:
 
 def wants_enumeration(model: GraphicalModel, x: Tensor, *args: Tensor) -> bool:
     """Whether the guide marks a site for parallel enumeration (then it needs ``TraceEnum_ELBO``),
-    read from the model's structure (:attr:`~pvae.inference.structure.ModelStructure.enumerated`).
+    read from the guide's structure (:attr:`~pvae.inference.structure.ProgramStructure.enumerated`;
+    the model itself is not run).
 
     :param x: a few training images ``(n, x_dim)``.
     :param args: what the guide takes besides (a class-conditional model's labels ``(n,)``).
     """
-    return bool(model_structure(model, x=x, y=args[0] if args else None).enumerated)
+    return bool(program_structure(model, "guide", x=x, y=args[0] if args else None).enumerated)
 
 
 def build_objective(objective: str, *, num_particles: int = 1, enumerates: bool = False) -> ELBO:
