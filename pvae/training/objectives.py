@@ -68,7 +68,7 @@ def iwae_particles(objective: str) -> int | None:
 
 def wants_enumeration(model: GraphicalModel, x: Tensor, *args: Tensor) -> bool:
     """Whether the guide marks a site for parallel enumeration (then it needs ``TraceEnum_ELBO``),
-    read from the guide's structure (:attr:`~pvae.inference.structure.ProgramStructure.enumerated`;
+    read from the guide's structure (the ``enumerated`` sites of its :class:`~pvae.inference.structure.ProgramStructure`;
     the model itself is not run).
 
     :param x: a few training images ``(n, x_dim)``.
