@@ -17,8 +17,11 @@ import pytest
 import torch
 
 import pvae
-from pvae.cli import build_parser, field_docs, main
+from pvae.cli import EVALUATE_FLAGS, as_flags, build_parser, field_docs, main
 from pvae.runs.config import FIELD_CHOICES, TrainConfig
+
+# A module-scoped fixture here is costly to build: the file's tests share one worker (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("test_cli")
 
 # the module, not the function pvae.train that the package re-exports under the same name
 train_module = importlib.import_module("pvae.runs.train")
@@ -279,3 +282,21 @@ def test_val_size_0_trains_and_refuses_val_evaluation(
     assert len(err) == 1 and "val_size=0" in err[0], err
     assert main(["evaluate", str(out), "--device", "cpu", "--num-samples", "5", "--no-progress"]) == 0
     assert json.loads((out / "evaluation.json").read_text())["split"] == "test"
+
+
+@pytest.mark.parametrize(
+    ("message", "flags", "expected"),
+    [
+        ("give their number with labels=100.", None, "give their number with --labels 100."),
+        ("use objective='trace' (TraceEnum_ELBO)", None, "use --objective trace (TraceEnum_ELBO)"),
+        ("with hidden=(200, 200) and dequantize=True", None, "with --hidden 200 200 and --dequantize"),
+        ("a lower lr=0.0001, e.g.", None, "a lower --lr 0.0001, e.g."),
+        ("x=3 and num_particles=2 stay", {"num_particles": "--num-particles"}, "x=3 and --num-particles 2 stay"),
+        ("method='ais' needs num_steps=T >= 1", EVALUATE_FLAGS, "--method ais needs --steps T >= 1"),
+        ("nothing here is a setting: k=5", None, "nothing here is a setting: k=5"),
+    ],
+)
+def test_library_parameters_read_as_flags_on_the_command_line(message: str, flags: dict[str, str] | None,
+                                                              expected: str) -> None:
+    """as_flags turns a library message's keyword spellings into the command's flags, and nothing else."""
+    assert as_flags(message, flags) == expected

@@ -18,6 +18,9 @@ import pytest
 
 import pvae
 
+# A module-scoped fixture here is costly to build: the file's tests share one worker (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("test_docs")
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)]
 LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
@@ -42,7 +45,9 @@ def test_relative_links_resolve(doc: Path, text: str, target: str) -> None:
         assert defined or module_named, f"{doc.name}: [{text}] links to {path.name}, which defines no {symbol}"
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: pytest-xdist may run another file's tests between this file's, which would tear a
+# module-scoped site down and build it again.
+@pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """The site built as ``./run.sh docs`` builds it (strict), without executing the notebooks."""
     out = tmp_path_factory.mktemp("site")

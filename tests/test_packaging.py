@@ -13,6 +13,9 @@ import pytest
 
 import pvae
 
+# A module-scoped fixture here is costly to build: the file's tests share one worker (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("test_packaging")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

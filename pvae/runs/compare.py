@@ -90,12 +90,12 @@ def _images(evaluation: Evaluation) -> str | None:
     dynamic binarization are evaluated on the same images (one fixed draw), so they compare."""
     if "binarization" not in evaluation:
         return None
-    if evaluation["binarization"] == "none":
-        if evaluation.get("dequantized"):
-            seed = evaluation.get("eval_binarization_seed")
+    if evaluation.binarization == "none":
+        if evaluation.dequantized:
+            seed = evaluation.eval_binarization_seed
             return "dequantized 8-bit levels" + ("" if seed is None else f" (seed {seed})")
         return "grey levels"
-    seed = evaluation.get("eval_binarization_seed")
+    seed = evaluation.eval_binarization_seed
     return "binarized" if seed is None else f"binarized once (seed {seed})"
 
 
@@ -105,20 +105,20 @@ def _estimator(evaluation: Evaluation) -> str | None:
     with its settings."""
     if "log_px" not in evaluation:
         return None
-    if evaluation.get("method") == "ais":
-        return (f"AIS T={evaluation.get('ais_num_steps')} L={evaluation.get('ais_num_leapfrog')} "
-                f"C={evaluation.get('ais_num_chains')}")
+    if evaluation.method == "ais":
+        return (f"AIS T={evaluation.ais_num_steps} L={evaluation.ais_num_leapfrog} "
+                f"C={evaluation.ais_num_chains}")
     return "importance sampling"
 
 
 _EVALUATION_CONDITIONS: tuple[tuple[str, str, Callable[[Evaluation], object]], ...] = (
-    ("dataset", "datasets", lambda ev: ev.get("dataset")),
-    ("split", "splits", lambda ev: ev.get("split")),
+    ("dataset", "datasets", lambda ev: ev.dataset),
+    ("split", "splits", lambda ev: ev.split),
     ("images", "images", _images),
-    ("num_images", "numbers of images", lambda ev: ev.get("num_images")),
+    ("num_images", "numbers of images", lambda ev: ev.num_images),
     ("conditioned_on_label", "targets (log p(x | y) for a model given the labels, log p(x) otherwise)",
      lambda ev: None if "conditioned_on_label" not in ev else
-     "log p(x | y)" if ev["conditioned_on_label"] else "log p(x)"),
+     "log p(x | y)" if ev.conditioned_on_label else "log p(x)"),
     ("estimator", "estimators of log p(x)", _estimator),
 )
 
@@ -365,7 +365,7 @@ def _tabulate(runs: Sequence[_Run], duplicates: Sequence[str]) -> Comparison:
         if run.evaluation is None:
             notes[i].append(f"not evaluated: run pvae evaluate {run.given}")
             continue
-        at = run.evaluation.get("epoch")
+        at = run.evaluation.epoch
         if isinstance(at, int) and at != trained:
             notes[i].append(f"evaluated at epoch {at}, trained to epoch {trained}")
             flags.append(Flag(f"{names[i]}'s evaluation.json is of epoch {at}, but the run has trained to epoch "
@@ -389,7 +389,7 @@ def _tabulate(runs: Sequence[_Run], duplicates: Sequence[str]) -> Comparison:
                 f"evaluated on different {what} ({_listing([names[i] for i in have], values)}): "
                 f"their evaluation numbers are not like for like", cells(have, _EVALUATION_COLUMNS)))
     with_log_px = [i for i in evaluated if numbers[i]["log_px"] is not None]
-    by_is = [i for i in with_log_px if runs[i].evaluation.get("method") != "ais"]  # type: ignore[union-attr]
+    by_is = [i for i in with_log_px if runs[i].evaluation.method != "ais"]  # type: ignore[union-attr]
     ks = [numbers[i]["num_samples"] for i in by_is]
     if len(set(ks)) > 1:
         flags.append(Flag(

@@ -24,6 +24,9 @@ from pvae.inference.importance import active_units, importance_estimate, latent_
 from pvae.models import VAE
 from pvae.runs.evaluate import PER_IMAGE, PER_IMAGE_FIELDS, Evaluation, evaluate_run
 
+# A module-scoped fixture here is costly to build: the file's tests share one worker (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("test_importance")
+
 
 class LinearGaussian(exact_models.LinearGaussian):
     """The closed-form model with a deliberately wrong proposal beside the exact one."""

@@ -31,6 +31,9 @@ from pvae.runs.config import TrainConfig
 from pvae.runs.evaluate import evaluate_run
 from pvae.runs.folder import RunFolderError
 
+# A module-scoped fixture here is costly to build: the file's tests share one worker (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("test_compare")
+
 K = 10
 EVALUATION_KEYS = ("split", "num_images", "elbo", "elbo_stderr", "log_px", "log_px_stderr", "num_samples", "kl_gap",
                    "kl_gap_stderr", "active_units")

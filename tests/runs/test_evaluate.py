@@ -15,6 +15,10 @@ from pvae.cli import EVALUATE_FLAGS, build_parser, field_docs
 from pvae.data import load_data
 from pvae.runs.config import TrainConfig
 from pvae.runs.evaluate import Evaluation, EvaluationSettings, bits_per_dim, evaluate_run, format_table
+from support import fake_config
+
+# A module-scoped fixture here is costly to build: the file's tests share one worker (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("test_evaluate")
 
 # the module, not the function pvae.train that the package re-exports under the same name
 train_module = importlib.import_module("pvae.runs.train")
@@ -36,10 +40,8 @@ def test_bits_per_dim_of_a_dequantized_density_adds_log_256() -> None:
 
 
 def _config(root: Path, out: Path, **kw: object) -> TrainConfig:
-    settings: dict[str, object] = dict(data_dir=str(root), train_size=200, val_size=100, epochs=2, z_dim=2,
-                                       hidden=(32,), batch_size=50, device="cpu", out=str(out))
-    settings.update(kw)
-    return TrainConfig(**settings)  # type: ignore[arg-type]
+    """tests/support.fake_config's tiny run on 200 training images for 2 epochs."""
+    return fake_config(root, out, **{"train_size": 200, "epochs": 2, **kw})
 
 
 def test_beta_trains_on_dequantized_images(

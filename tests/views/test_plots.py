@@ -36,6 +36,9 @@ from pvae.views.plots import (
     read_per_image_csv,
 )
 
+# A module-scoped fixture here is costly to build: the file's tests share one worker (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("test_plots")
+
 
 def png_size(path: Path) -> tuple[int, int]:
     """(width, height) in pixels from a PNG's IHDR chunk; fails on a missing, empty or non-PNG file."""
