@@ -46,11 +46,13 @@ class GraphicalModel(Protocol):
     x_dim: int
     num_data: int | None
 
-    def model(self, x: Tensor, *args: Tensor) -> None:
+    # ``*args: Any, **kwargs: Any``: a model takes x alone or x and y, and either meets the protocol.
+
+    def model(self, x: Tensor, *args: Any, **kwargs: Any) -> None:
         """The generative model p_theta(..., x); ``x`` observed, ``(batch, x_dim)``."""
         ...
 
-    def guide(self, x: Tensor, *args: Tensor) -> None:
+    def guide(self, x: Tensor, *args: Any, **kwargs: Any) -> None:
         """The inference model q_phi(latents | x); the same latent site names as ``model``."""
         ...
 

@@ -128,7 +128,7 @@ def generate(model: GraphicalModel, num: int, y: Tensor | None = None, *, device
 
 
 def _device_dtype(model: GraphicalModel) -> tuple[torch.device, torch.dtype]:
-    first = next(model.parameters())  # type: ignore[attr-defined]
+    first = next(model.parameters())
     return first.device, first.dtype
 
 

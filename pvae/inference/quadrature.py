@@ -83,7 +83,7 @@ def guide_distribution(model: GraphicalModel, site: str, x: Tensor) -> torch.dis
     """q(site | x) for one image ``x`` ``(x_dim,)``, from the guide's trace (batch shape ``(1,)``)."""
     with torch.no_grad(), poutine.block():
         trace = poutine.trace(model.guide).get_trace(x[None])
-    return trace.nodes[site]["fn"]  # type: ignore[no-any-return]
+    return trace.nodes[site]["fn"]
 
 
 def _cell_centres(bounds: Sequence[tuple[float, float]], size: int, like: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:

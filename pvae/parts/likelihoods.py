@@ -334,7 +334,7 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
         super().__init__(self.loc.shape, validate_args=validate_args)
 
     @property
-    def support(self) -> GreyLevels:  # type: ignore[override]
+    def support(self) -> GreyLevels:
         """The ``num_levels`` grey levels (:class:`GreyLevels`)."""
         return GreyLevels(self.num_levels)
 

@@ -182,7 +182,7 @@ def save_run_figures(
     """Write ``curves.png``, ``reconstructions.png`` and ``samples.png`` into the run folder ``out``
     (what :func:`pvae.train <pvae.runs.train.train>` leaves, for any model; ``pvae plot RUN`` draws the rest)."""
     out = Path(out)
-    vae.eval()  # type: ignore[attr-defined]
+    vae.eval()
     x_test = fixed_eval_set(data.test[:10], binarization)
     y_test = data.test_labels[:10] if label_mode(vae) == "observed" else None
     return [

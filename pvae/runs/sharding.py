@@ -74,7 +74,7 @@ def concat_estimates(parts: list[Any]) -> Any:
     if len(parts) == 1:
         return first
     changes: dict[str, Any] = {}
-    for f in dataclasses.fields(first):  # type: ignore[arg-type]
+    for f in dataclasses.fields(first):
         values = [getattr(p, f.name) for p in parts]
         if isinstance(values[0], Tensor):
             device = values[0].device

@@ -55,7 +55,7 @@ class _SurrogateLoss(nn.Module):
         return self._loss(*inputs)
 
     def _loss(self, x: Tensor, *args: Tensor) -> Tensor:
-        model, guide, objective = self.vae.model, self.vae.guide, self.objective  # type: ignore[union-attr]
+        model, guide, objective = self.vae.model, self.vae.guide, self.objective
         with pyro.validation_enabled(False):
             if not isinstance(objective, Trace_ELBO):  # e.g. IWAE_ELBO: its loss is a plain function of x
                 return objective.differentiable_loss(model, guide, x, *args)

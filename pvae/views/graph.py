@@ -86,7 +86,7 @@ def _digraph(structure: ProgramStructure) -> graphviz.Digraph:
     # Pyro labels a plate with its name only; the name is also the plate's key, so renaming the key
     # puts N on the drawing.
     label = {p: f"{p}, N = {sizes[p]}" if p in sizes else p for p in spec["plate_groups"] if p is not None}
-    spec["plate_groups"] = {label.get(p, p): names for p, names in spec["plate_groups"].items()}  # type: ignore[arg-type]
+    spec["plate_groups"] = {label.get(p, p): names for p, names in spec["plate_groups"].items()}
     spec["plate_data"] = {label[p]: {"parent": label.get(d["parent"], d["parent"])} for p, d in spec["plate_data"].items()}
     lines = [f"{name}: {INPUT_MEANING.get(name, 'an argument')}, the {structure.program}'s input" for name in structure.inputs]
     lines += [f"{name} ~ {structure.distribution[name]}, event shape {structure.event_shape[name]}" for name in structure.sites]

@@ -179,11 +179,11 @@ def plot_samples(
 
 
 def _device(model: GraphicalModel) -> torch.device:
-    return next(model.parameters()).device  # type: ignore[attr-defined,no-any-return]
+    return next(model.parameters()).device
 
 
 def _dtype(model: GraphicalModel) -> torch.dtype:
-    return next(model.parameters()).dtype  # type: ignore[attr-defined,no-any-return]
+    return next(model.parameters()).dtype
 
 
 @torch.no_grad()
