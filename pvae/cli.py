@@ -159,8 +159,9 @@ TRAIN_FLAGS: dict[str, str] = {
     "resume": "--resume",
     "overwrite": "--overwrite",
 }
-# name=value as Python spells a keyword argument: 'text', "text", (1, 2), or a bare word or number
-_KEYWORD = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|\([^)]*\)|[^\s,;()]+)")
+# name=value as Python spells a keyword argument: 'text', "text", (1, 2), or a bare word or number,
+# at the start of a word (after a space or an opening parenthesis, never inside a path such as runs/lr=0.1)
+_KEYWORD = re.compile(r"(?:^|(?<=[\s(]))([a-z_][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|\([^)]*\)|[^\s,;()]+)")
 
 
 def as_flags(message: str, flags: Mapping[str, str] | None = None) -> str:
@@ -257,8 +258,10 @@ def _train(args: argparse.Namespace) -> None:
     try:
         _run_train(args)
     except (ConfigError, RunFolderError, TrainingDivergedError, TracedELBOMismatch) as err:
-        # the library names parameters (labels=100); here they are the flags (--labels 100)
-        raise type(err)(as_flags(str(err))) from None
+        # the library names parameters (labels=100); here they are the flags (--labels 100). The
+        # message is rewritten in place: an error's own constructor may take more than a message.
+        err.args = (as_flags(str(err)),)
+        raise
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -301,8 +304,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         settings = EvaluationSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluationSettings)})
         evaluation = evaluate_with(args.run, settings)
     except ValueError as err:
-        # the library names parameters (num_steps=500); here they are the flags (--steps 500)
-        raise type(err)(as_flags(str(err), EVALUATE_FLAGS)) from None
+        # the library names parameters (num_steps=500); here they are the flags (--steps 500),
+        # rewritten in place (a UnicodeDecodeError, say, is not built from a message alone)
+        err.args = (as_flags(str(err), EVALUATE_FLAGS),)
+        raise
     if int(os.environ.get("RANK", "0")) != 0:  # one report per evaluation, from rank 0
         return
     print(format_table(evaluation))

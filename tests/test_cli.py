@@ -294,9 +294,21 @@ def test_val_size_0_trains_and_refuses_val_evaluation(
         ("x=3 and num_particles=2 stay", {"num_particles": "--num-particles"}, "x=3 and --num-particles 2 stay"),
         ("method='ais' needs num_steps=T >= 1", EVALUATE_FLAGS, "--method ais needs --steps T >= 1"),
         ("nothing here is a setting: k=5", None, "nothing here is a setting: k=5"),
+        ("runs/lr=0.1 holds a run; pass resume=True", None, "runs/lr=0.1 holds a run; pass --resume"),
     ],
 )
 def test_library_parameters_read_as_flags_on_the_command_line(message: str, flags: dict[str, str] | None,
                                                               expected: str) -> None:
     """as_flags turns a library message's keyword spellings into the command's flags, and nothing else."""
     assert as_flags(message, flags) == expected
+
+
+def test_evaluate_of_a_config_that_is_not_text_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run folder whose config.json is not UTF-8 text is refused in one line, not a traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes(b"\xff\xfe\x00not json")
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(["evaluate", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pvae: error:") and err.count("\n") == 1, err

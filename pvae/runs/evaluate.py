@@ -261,7 +261,10 @@ class Evaluation:
         # null inside a measured part: one image has no active units; T = 1 makes no HMC move
         if key == "active_units":
             return self.log_px is not None and self.method != "bdmc"
-        return key in ("ais_target_acceptance", "ais_acceptance_rate_mean") and self.ais_num_steps is not None
+        if key == "ais_target_acceptance":
+            return self.ais_num_steps is not None
+        # only AIS itself reports its chains' acceptance (BDMC's two directions write their own files)
+        return key == "ais_acceptance_rate_mean" and self.method == "ais"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of ``evaluation.json``: the keys it had when written, in the same order."""

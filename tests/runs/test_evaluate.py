@@ -273,12 +273,62 @@ OLD_AIS_JSON = """{
     "per_image.csv"
   ]
 }"""
+# A BDMC evaluation as the code before Evaluation wrote it (300-image run, 1 epoch, T=5, L=2, M=4).
+OLD_BDMC_JSON = """{
+  "split": "test",
+  "dataset": "mnist",
+  "model": "vae",
+  "binarization": "dynamic",
+  "dequantized": false,
+  "eval_binarization_seed": 0,
+  "num_images": 10,
+  "elbo": -201.77890014648438,
+  "elbo_stderr": 14.436007499694824,
+  "reconstruction": -201.3385009765625,
+  "kl": 0.4403823912143707,
+  "kl_analytic": true,
+  "kl_by_site": {
+    "z": 0.4403823912143707
+  },
+  "kl_analytic_by_site": {
+    "z": true
+  },
+  "conditioned_on_label": false,
+  "elbo_samples": 1,
+  "seed": 0,
+  "checkpoint": "checkpoint.pt",
+  "epoch": 1,
+  "seconds": 0.008332811999935075,
+  "bdmc_num_images": 4,
+  "bdmc_lower": -202.65925069914022,
+  "bdmc_lower_stderr": 4.013834449764607,
+  "bdmc_upper": -197.5352923958342,
+  "bdmc_upper_stderr": 2.948318657081063,
+  "bdmc_gap": 5.12395830330604,
+  "bdmc_gap_stderr": 3.719837374787467,
+  "bdmc_forward_seconds": 0.03215291500055173,
+  "bdmc_reverse_seconds": 0.0319932840002366,
+  "ais_num_steps": 5,
+  "ais_num_leapfrog": 2,
+  "ais_num_chains": 1,
+  "ais_schedule": "sigmoid",
+  "ais_proposal": "guide",
+  "ais_initial_step_size": 0.01,
+  "ais_target_acceptance": 0.65,
+  "neg_elbo_bits_per_dim": 0.37130793188439076,
+  "method": "bdmc",
+  "files": [
+    "evaluation.json",
+    "bdmc.csv"
+  ]
+}"""
 FIRST_VERSION_JSON = """{"split": "test", "dataset": "mnist", "binarization": "dynamic", "eval_binarization_seed": 0,
 "num_images": 10000, "elbo": -99.5, "elbo_stderr": 0.3, "reconstruction": -75.0, "kl": 24.5, "kl_analytic": true,
 "elbo_samples": 1, "epoch": 10, "seconds": 2.5}"""
 
 
-@pytest.mark.parametrize("text", [OLD_IS_JSON, OLD_AIS_JSON, FIRST_VERSION_JSON], ids=["is", "ais", "first-version"])
+@pytest.mark.parametrize("text", [OLD_IS_JSON, OLD_AIS_JSON, OLD_BDMC_JSON, FIRST_VERSION_JSON],
+                         ids=["is", "ais", "bdmc", "first-version"])
 def test_evaluation_json_of_earlier_versions_reads_back(text: str) -> None:
     """An evaluation.json written before Evaluation existed loads, and writes back the same keys in the same order."""
     evaluation = Evaluation.from_json(text)
