@@ -136,6 +136,7 @@ if TYPE_CHECKING:  # the names as a type checker and an IDE see them
     from pvae.inference.iwae import IWAE_ELBO
     from pvae.inference.predictive import central_latents, generate, reconstruct
     from pvae.inference.quadrature import posterior_on_grid
+    from pvae.inference.structure import ModelStructure, model_structure
     from pvae.models import VAE, ConditionalVAE, SemiSupervisedVAE, TwoLayerVAE
     from pvae.models.families import MODELS
     from pvae.parts.build import GUIDES, LIKELIHOODS, PRIORS, build_guide, build_likelihood, build_prior
@@ -155,7 +156,6 @@ if TYPE_CHECKING:  # the names as a type checker and an IDE see them
     from pvae.runs.checkpoint import CheckpointError
     from pvae.runs.compare import Comparison, compare_runs
     from pvae.runs.config import TrainConfig
-    from pvae.inference.structure import ModelStructure, model_structure
     from pvae.runs.evaluate import Evaluation, EvaluationSettings, evaluate_run, evaluate_with
     from pvae.runs.figures import plot_run, sample_run
     from pvae.runs.folder import OpenRun, RunFolderError, load_run, open_run, rebuild_model

@@ -22,7 +22,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pvae.data import DataNotFoundError
-from pvae.errors import ConfigError
 from pvae.runs.checkpoint import CheckpointError
 from pvae.runs.config import FIELD_CHOICES, TrainConfig
 from pvae.runs.evaluate import SETTING_CHOICES, EvaluationSettings
@@ -257,9 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> None:
     try:
         _run_train(args)
-    except (ConfigError, RunFolderError, TrainingDivergedError, TracedELBOMismatch) as err:
-        # the library names parameters (labels=100); here they are the flags (--labels 100). The
-        # message is rewritten in place: an error's own constructor may take more than a message.
+    except TracedELBOMismatch as err:  # a traceback for a bug report, its advice in flags
         err.args = (as_flags(str(err)),)
         raise
 
@@ -300,14 +297,8 @@ def _run_train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from pvae.runs.evaluate import EvaluationSettings, evaluate_with, format_table
 
-    try:
-        settings = EvaluationSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluationSettings)})
-        evaluation = evaluate_with(args.run, settings)
-    except ValueError as err:
-        # the library names parameters (num_steps=500); here they are the flags (--steps 500),
-        # rewritten in place (a UnicodeDecodeError, say, is not built from a message alone)
-        err.args = (as_flags(str(err), EVALUATE_FLAGS),)
-        raise
+    settings = EvaluationSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluationSettings)})
+    evaluation = evaluate_with(args.run, settings)
     if int(os.environ.get("RANK", "0")) != 0:  # one report per evaluation, from rank 0
         return
     print(format_table(evaluation))
@@ -400,6 +391,12 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"written: {path}")
 
 
+def _in_flags(err: BaseException, command: str) -> str:
+    """An error's one line as the command line says it: the library names parameters
+    (``labels=100``, ``num_steps=500``), the command its flags (``--labels 100``, ``--steps 500``)."""
+    return as_flags(str(err), EVALUATE_FLAGS if command == "evaluate" else TRAIN_FLAGS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pvae`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -411,10 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "sample": _sample}
         commands[args.command](args)
     except (ValueError, DataNotFoundError, CheckpointError, RunFolderError) as err:
-        print(f"pvae: error: {err}", file=sys.stderr)
+        print(f"pvae: error: {_in_flags(err, args.command)}", file=sys.stderr)
         return 2
     except TrainingDivergedError as err:
-        print(f"pvae: error: {err}", file=sys.stderr)
+        print(f"pvae: error: {_in_flags(err, args.command)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pvae: interrupted; the run folder keeps its last complete checkpoint (continue with --resume)",

@@ -17,7 +17,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+        raise ConfigError("device='cuda' was asked for but PyTorch sees no CUDA GPU; use device='cpu' or device='auto'")
     return torch.device(device)
 
 

@@ -110,7 +110,7 @@ def _download(name: str, root: Path, raw: Path) -> None:
         reason = " ".join(str(err).split())  # torchvision's message spans lines; keep the error one line
         raise DataNotFoundError(
             f"{name} was not found under {raw} and downloading it failed ({reason}). "
-            f"Either put the four IDX files there (torchvision's layout) and pass --data-dir {root} or set "
+            f"Either put the four IDX files there (torchvision's layout) and pass data_dir='{root}' or set "
             f"PVAE_DATA_DIR={root}, or run once on a machine with network access so torchvision can download them."
         ) from err
 

@@ -79,11 +79,11 @@ def labelled_subset(labels: Tensor, num_labelled: int, seed: int, num_classes: i
     """
     n = labels.shape[0]
     if num_labelled % num_classes or num_labelled < num_classes:
-        raise ValueError(f"--labels is drawn class-balanced: expected a positive multiple of the {num_classes} "
-                         f"classes, got {num_labelled}")
+        raise ValueError(f"labels={num_labelled}: the labelled images are drawn class-balanced, so expected a "
+                         f"positive multiple of the {num_classes} classes")
     if num_labelled >= n:
-        raise ValueError(f"--labels {num_labelled} leaves no unlabelled image among the {n} training images; "
-                         f"use fewer labels or a larger --train-size")
+        raise ValueError(f"labels={num_labelled} leaves no unlabelled image among the {n} training images; "
+                         f"use fewer labels or a larger training set (train_size=N)")
     per_class = num_labelled // num_classes
     gen = torch.Generator().manual_seed(seed)
     cpu = labels.cpu()
@@ -91,7 +91,7 @@ def labelled_subset(labels: Tensor, num_labelled: int, seed: int, num_classes: i
     for c in range(num_classes):
         members = (cpu == c).nonzero().squeeze(-1)
         if len(members) < per_class:
-            raise ValueError(f"--labels {num_labelled} asks {per_class} images of class {c}, but the training set "
-                             f"has {len(members)}; use fewer labels or a larger --train-size")
+            raise ValueError(f"labels={num_labelled} asks {per_class} images of class {c}, but the training set "
+                             f"has {len(members)}; use fewer labels or a larger training set (train_size=N)")
         chosen.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
     return torch.cat(chosen).sort().values.to(labels.device)

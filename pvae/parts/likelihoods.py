@@ -121,7 +121,7 @@ class Bernoulli:
         if not bool(((x == 0) | (x == 1)).all()):
             raise ValueError(
                 "the Bernoulli likelihood needs binary pixels (0 or 1), but the data has grey levels; "
-                f"binarize it (--binarization dynamic or static) or choose a likelihood for grey levels: "
+                f"binarize it (binarization='dynamic' or binarization='static') or choose a likelihood for grey levels: "
                 f"{_GREY_LEVEL_CHOICES}"
             )
 
@@ -280,7 +280,7 @@ class Beta:
         if outside:
             raise ValueError(
                 f"the Beta likelihood needs values strictly inside (0, 1), but {outside} pixel values are "
-                "0, 1 or outside; dequantize the 8-bit levels (--binarization none --dequantize), or use "
+                "0, 1 or outside; dequantize the 8-bit levels (binarization='none' with dequantize=True), or use "
                 "continuous-bernoulli or discretized-logistic, which allow exact 0 and 1"
             )
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pvae.runs.checkpoint import CheckpointError, load_checkpoint
-from pvae.runs.build import build_model
-from pvae.runs.config import TrainConfig
 from pvae.data import ImageData, load_data
 from pvae.devices import forked_rng, resolve_device
 from pvae.protocol import GraphicalModel
+from pvae.runs.build import build_model
+from pvae.runs.checkpoint import CheckpointError, load_checkpoint
+from pvae.runs.config import TrainConfig
 
 __all__ = [
     "CHECKPOINT",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pvae.cli import as_flags
 from pvae.data import DataNotFoundError, binarize, dequantize, fixed_eval_set, load_data, load_images, resolve_data_dir
 
 FAKE_TRAIN_SIZE, FAKE_TEST_SIZE = 600, 200  # the sizes conftest.fake_mnist_root writes
@@ -81,9 +82,11 @@ def test_missing_dataset_without_network(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(DataNotFoundError) as info:
         load_data("mnist", tmp_path, val_size=10)
     message = str(info.value)
-    for needed in (str(tmp_path / "MNIST" / "raw"), f"--data-dir {tmp_path}", f"PVAE_DATA_DIR={tmp_path}",
+    for needed in (str(tmp_path / "MNIST" / "raw"), f"data_dir='{tmp_path}'", f"PVAE_DATA_DIR={tmp_path}",
                    "network access", str(error)):
         assert needed in message, f"{needed!r} is missing from the message: {message}"
+    # the command line says the same with its flag
+    assert f"--data-dir {tmp_path} or set PVAE_DATA_DIR={tmp_path}" in as_flags(message), as_flags(message)
 
 
 def test_resolve_data_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

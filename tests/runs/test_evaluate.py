@@ -82,8 +82,8 @@ def test_beta_trains_on_dequantized_images(
 
 
 def test_beta_without_dequantization_names_the_fix(fake_mnist_root: Path, tmp_path: Path) -> None:
-    """The Beta likelihood on raw grey levels (exact 0s and 1s) is refused, naming --dequantize."""
-    with pytest.raises(ValueError, match="--dequantize"):
+    """The Beta likelihood on raw grey levels (exact 0s and 1s) is refused, naming dequantize=True."""
+    with pytest.raises(ValueError, match="dequantize=True"):
         train_module.train(_config(fake_mnist_root, tmp_path / "r", likelihood="beta", binarization="none"),
                            progress=False)
     assert not (tmp_path / "r" / "config.json").exists()
