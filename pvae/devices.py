@@ -9,7 +9,10 @@ import torch
 
 from pvae.errors import ConfigError
 
-__all__ = ["resolve_device", "forked_rng", "raise_malloc_thresholds"]
+__all__ = ["DEVICES", "resolve_device", "forked_rng", "raise_malloc_thresholds"]
+
+#: The device settings (``device``, ``--device``): ``auto`` is CUDA when PyTorch sees a GPU, else CPU.
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str) -> torch.device:

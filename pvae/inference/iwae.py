@@ -10,7 +10,7 @@ The minibatch scale N / B multiplies each image's bound, outside the logarithm, 
 an unbiased estimate of the whole training set's bound. Pyro's ``RenyiELBO(alpha=0)`` equals this
 bound only without subsampling: it applies the scale to each log-density before the log-sum-exp,
 which for B < N computes :math:`\\log \\frac{1}{K} \\sum_k w_{ik}^{N/B}` instead (shown by
-``tests/test_iwae.py``). Hence this class.
+``tests/inference/test_iwae.py``). Hence this class.
 """
 
 from __future__ import annotations

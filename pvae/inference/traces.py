@@ -39,7 +39,6 @@ __all__ = [
     "sample_sites",
     "sum_sites",
     "per_image",
-    "label_site",
     "check_data_support",
     "check_model_traces",
     "flatten_enum",
@@ -244,19 +243,6 @@ def check_data_support(model: Any, x: Tensor, *args: Any) -> None:
         bad = int((~inside).sum())
         raise ValueError(f"{bad} image values lie outside the support {site['fn'].support} of the model's site "
                          f"{site['name']!r}; transform the data or choose a fitting distribution")
-
-
-def label_site(model: Any, x: Tensor, y: Tensor) -> str | None:
-    """The model's sample site that a label ``y`` is observed at (M2's ``y``), or ``None`` when ``y``
-    only conditions the model (a class-conditional VAE) or the model takes no labels.
-
-    :param x: a few images ``(n, x_dim)``.
-    :param y: their classes ``(n,)``.
-    """
-    with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
-        trace = poutine.trace(model.model).get_trace(x, y)
-    names = [name for name, site in sample_sites(trace).items() if site["is_observed"] and site["value"] is y]
-    return names[0] if names else None
 
 
 def check_model_traces(model: Any, x: Tensor, *args: Any) -> None:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pvae.data import BINARIZATIONS, DATASETS
+from pvae.devices import DEVICES
 from pvae.errors import ConfigError
+from pvae.models.families import ENGINE_NAMES as ENGINES
 from pvae.parts.networks import ACTIVATIONS
 from pvae.training.objectives import OBJECTIVES, iwae_particles
 from pvae.training.schedules import LR_SCHEDULES
@@ -25,8 +27,6 @@ from pvae.training.schedules import LR_SCHEDULES
 __all__ = ["TrainConfig", "OBJECTIVES", "LR_SCHEDULES", "FIELD_CHOICES", "ConfigError", "iwae_particles",
            "model_arguments"]
 
-ENGINES: tuple[str, ...] = ("auto", "jit", "eager")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 # The fields that take one of a fixed set of names (pvae train lists them as argparse choices).
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": tuple(DATASETS),

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from pvae.data import EVAL_BINARIZATION_SEED, fixed_eval_set
-from pvae.devices import forked_rng, resolve_device
+from pvae.devices import DEVICES, forked_rng, resolve_device
 from pvae.distributed import SINGLE, World, current_world
 from pvae.inference.ais import AISSettings
 from pvae.inference.elbo import active_units_by_site, classify, elbo_terms
@@ -54,8 +54,6 @@ PER_IMAGE_FIELDS = ("index", "label", "elbo", "log_px", "kl_gap", "ess", "pareto
 METHODS = ("is", "ais", "bdmc")
 #: The splits an evaluation can be of.
 SPLITS = ("test", "val")
-#: Where an evaluation can run (``auto``: CUDA when available).
-DEVICES = ("auto", "cpu", "cuda")
 #: The settings of :class:`EvaluationSettings` that take one of a few values, and those values.
 SETTING_CHOICES: dict[str, tuple[str, ...]] = {"split": SPLITS, "method": METHODS, "device": DEVICES}
 #: BDMC's per-image bounds on the simulated images.

@@ -6,7 +6,7 @@ model over a hand-written loop (``bench/train_speed.py``). :class:`TracedELBO` r
 computation once with ``torch.jit.trace`` and replays the recorded graph at every later step with the
 same minibatch shape; the model's parameters and buffers stay shared with the module, so the
 optimizer's in-place updates are seen. Values, gradients and random draws are those of the eager
-ELBO (``tests/test_compiled.py`` checks them for every built-in prior, likelihood, guide and
+ELBO (``tests/training/test_compiled.py`` checks them for every built-in prior, likelihood, guide and
 objective).
 
 What a trace cannot keep is Python control flow that depends on tensor values, or Python state that

@@ -164,7 +164,7 @@ def test_training_with_iwae_raises_the_elbo(real_mnist: Path, tmp_path: Path) ->
     config = TrainConfig(data_dir=str(real_mnist), val_size=1000, train_size=2000, epochs=1, batch_size=20, lr=3e-3,
                          objective="iwae:5", device="cpu", out=str(tmp_path / "run"))
     before, after = val_elbo_gain(config)
-    # The ELBO trainer gains ~36 nats here (tests/test_train.py); an optimizer that never steps gains 0.
+    # The ELBO trainer gains ~36 nats here (tests/runs/test_train.py); an optimizer that never steps gains 0.
     assert after > before + 20, f"validation ELBO went from {before:.2f} to {after:.2f} nats per image"
     metrics = load_run(tmp_path / "run")[1]["metrics"]
     assert math.isfinite(metrics[-1]["train_elbo"]), metrics
