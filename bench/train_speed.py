@@ -11,7 +11,7 @@ Machine noise on a shared machine moves one epoch's time by 5-10%, more than the
 measured. So each epoch is cut into blocks of ``--block-steps`` steps, and the implementations run
 each block in turn (which one goes first rotates): a slow spell of the machine hits all alike. An
 epoch's seconds are the sum of its blocks plus the binarization and shuffling that all share (timed
-once). pvae's blocks run ``pvae.runs.train.train_epoch``, the loop ``pvae train`` runs.
+once). pvae's blocks run ``pvae.training.loop.train_epoch``, the loop ``pvae train`` runs.
 
     PVAE_DATA_DIR=../shared/data .venv/bin/python bench/train_speed.py [--repeats 5] [--threads 1] [--device cpu]
 """
@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from pvae import TrainConfig, build_vae, load_data
 from pvae.runs.folder import resolve_device
-from pvae.runs.train import train_epoch
+from pvae.training.loop import train_epoch
 from pvae.training.objectives import training_objective
 
 

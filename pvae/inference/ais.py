@@ -59,13 +59,14 @@ import torch
 from pyro import poutine
 from pyro.infer.inspect import get_model_relations
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform, Transform, identity_transform
 
 from pvae.devices import forked_rng, raise_malloc_thresholds
 from pvae.inference.importance import DEFAULT_CHUNK_SIZE, PerImageLogPx, chunk_args
+from pvae.inference.pyro_internals import is_subsample_site
 from pvae.inference.traces import (
     PARTICLES,
     image_site,
@@ -374,7 +375,7 @@ class _Path:
         with pyro.plate(PARTICLES, self.num_chains, dim=-self.ndim):
             trace = poutine.trace(poutine.condition(program, data=values)).get_trace(self.x, *self.args, **self.kwargs)
         # Filtered rather than pruned with prune_subsample_sites, which copies the trace at every pass.
-        return {name: site for name, site in sample_sites(trace).items() if not site_is_subsample(site)}
+        return {name: site for name, site in sample_sites(trace).items() if not is_subsample_site(site)}
 
     def _log_prob(self, site: dict[str, Any], role: str) -> Tensor:
         return site_log_prob(site, role, self.ndim, data_plate=self.data_plate)

@@ -1,3 +1,3 @@
 """Views: figures and diagrams of a model or of numbers (images, latent spaces, curves, the
-graphical model as a plate diagram). Importing :mod:`pvae` does not import matplotlib: these
-modules load it when first used."""
+graphical model as a plate diagram). These modules import matplotlib; :mod:`pvae` itself, the
+training and the evaluation do not, so importing pvae stays light."""

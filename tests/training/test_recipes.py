@@ -23,8 +23,9 @@ from pvae.runs.build import build_model
 from pvae.runs.checkpoint import load_checkpoint
 from pvae.runs.evaluate import evaluate_run
 from pvae.runs.folder import BEST_CHECKPOINT, CHECKPOINT, load_config
-from pvae.runs.train import best_epoch, train_epoch
+from pvae.runs.train import best_epoch
 from pvae.training.compiled import TracedELBO
+from pvae.training.loop import train_epoch
 from pvae.training.recipes import iwae_epochs, iwae_lr_factor, iwae_stage, recipe_fields
 from pvae.training.warmup import WeightedObjective, kl_weight
 
