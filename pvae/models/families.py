@@ -246,7 +246,7 @@ def check_model(spec: str) -> str:
         raise ConfigError(f"model {spec!r} is neither a known family nor an import path; a model of your own is "
                           "spelled package.module:ClassName, e.g. model='my_models:TwoLatentVAE'")
     near = difflib.get_close_matches(spec, FAMILIES, n=1, cutoff=0.5)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
+    hint = f"; did you mean {near[0]!r}?" if near else "."
     raise ConfigError(f"unknown model {spec!r}{hint} Known models: {', '.join(FAMILIES)}, or a class of your own "
                       "as package.module:ClassName")
 

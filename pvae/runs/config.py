@@ -201,7 +201,7 @@ class TrainConfig:
         if self.patience is not None:
             _at_least("patience", self.patience, 1)
             if self.val_size == 0:
-                raise ConfigError("patience stops on the validation ELBO, and val_size 0 leaves no validation "
+                raise ConfigError("patience stops on the validation ELBO, and val_size=0 leaves no validation "
                                   "images; give some, e.g. val_size=400")
         if any(not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in self.keep_epochs):
             raise ConfigError(f"keep_epochs must be epoch numbers >= 1, e.g. 1 4 13; got {self.keep_epochs}")
