@@ -135,7 +135,7 @@ def classify(model: GraphicalModel, x: Tensor, site: str, *, batch_size: int = 1
     """The guide's most probable class of each image, argmax q(y|x), read from its site ``site``.
 
     :param x: images ``(N, x_dim)``.
-    :param site: the label's site name (:func:`pvae.inference.traces.label_site`).
+    :param site: the label's site name (:attr:`ModelStructure.label <pvae.inference.structure.ModelStructure.label>`).
     :returns: ``(N,)`` integer classes.
     """
     from pyro import poutine
