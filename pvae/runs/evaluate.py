@@ -123,8 +123,27 @@ class EvaluationSettings:
             raise ValueError(f"expected num_samples=K >= 1, e.g. num_samples=5000; got num_samples={self.num_samples}")
         if self.num_images is not None and self.num_images < 1:
             raise ValueError(f"expected num_images=N in [1, the split's size], got num_images={self.num_images}")
-        _check_method(self.method, self.num_samples, self.num_steps, self.num_leapfrog, self.num_chains,
-                      self.bdmc_images)
+        self._check_method()
+
+    def _check_method(self) -> None:
+        """Refuse settings that do not fit the method, in one line each, before anything is loaded."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of: {', '.join(METHODS)}")
+        if self.method == "is":
+            if self.num_steps is not None:
+                raise ValueError("num_steps=T sets the annealing of method='ais' or method='bdmc'; importance sampling "
+                                 "takes num_samples=K")
+            return
+        if self.num_samples is not None:
+            raise ValueError(f"num_samples=K is importance sampling's; method={self.method!r} takes num_steps=T "
+                             "(with num_leapfrog=L and num_chains=C)")
+        if self.num_steps is None or self.num_steps < 1:
+            given = "none" if self.num_steps is None else self.num_steps
+            raise ValueError(f"method={self.method!r} needs num_steps=T >= 1 annealing steps, e.g. num_steps=500; "
+                             f"got {given}")
+        for name in ("num_leapfrog", "num_chains", "bdmc_images"):
+            if (value := getattr(self, name)) < 1:
+                raise ValueError(f"expected {name}=N >= 1, got {name}={value}")
 
     def ais(self) -> AISSettings:
         """The AIS path of ``method`` ``ais`` or ``bdmc``: T, L, C and the chunk size, the rest as
@@ -484,27 +503,6 @@ def _label_phase(model: GraphicalModel, x: Tensor, labels: Tensor, structure: Mo
     predicted = classify(model, x, structure.label)
     return {"label_site": structure.label, "discrete_latents": "summed exactly (enumerated)",
             "classification_error": (predicted != labels).double().mean().item()}
-
-
-def _check_method(method: str, num_samples: int | None, num_steps: int | None, num_leapfrog: int, num_chains: int,
-                  bdmc_images: int) -> None:
-    """Refuse settings that do not fit the method, in one line each, before anything is loaded."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of: {', '.join(METHODS)}")
-    if method == "is":
-        if num_steps is not None:
-            raise ValueError("num_steps=T sets the annealing of method='ais' or method='bdmc'; importance sampling "
-                             "takes num_samples=K")
-        return
-    if num_samples is not None:
-        raise ValueError(f"num_samples=K is importance sampling's; method={method!r} takes num_steps=T "
-                         "(with num_leapfrog=L and num_chains=C)")
-    if num_steps is None or num_steps < 1:
-        given = "none" if num_steps is None else num_steps
-        raise ValueError(f"method={method!r} needs num_steps=T >= 1 annealing steps, e.g. num_steps=500; got {given}")
-    for name, value in (("num_leapfrog", num_leapfrog), ("num_chains", num_chains), ("bdmc_images", bdmc_images)):
-        if value < 1:
-            raise ValueError(f"expected {name}=N >= 1, got {name}={value}")
 
 
 def _log_px_evaluation(
