@@ -114,12 +114,12 @@ def build_vae_family(
     :param mean_image: mean training image ``(x_dim,)``: the decoder's output bias starts at it.
     :param init_data: training images ``(n, x_dim)`` for data-dependent starting values (VampPrior).
     """
-    parts = build_likelihood(likelihood)
+    p_x = build_likelihood(likelihood)
     posterior = build_guide(guide, x_dim, z_dim, hidden, activation)  # first: a VampPrior is built on it
     p_z = build_prior(prior, z_dim, x_dim=x_dim, posterior=posterior, init_data=init_data)
-    model = VAE(x_dim, z_dim, prior=p_z, likelihood=parts, posterior=posterior, hidden=hidden, activation=activation,
+    model = VAE(x_dim, z_dim, prior=p_z, likelihood=p_x, posterior=posterior, hidden=hidden, activation=activation,
                 num_data=num_data)
-    _start_output(model, parts, mean_image)
+    _start_output(model, p_x, mean_image)
     return model
 
 
@@ -146,14 +146,14 @@ def build_hierarchical_family(
     :param top_hidden: widths between z1 and z2.
     (The other arguments as in :func:`build_vae_family`.)
     """
-    parts = build_likelihood(likelihood)
+    p_x = build_likelihood(likelihood)
     # The guide first: a VampPrior over z2 mixes the guide's two layers at its pseudo-inputs.
     q1 = build_guide(guide, x_dim, z1_dim, hidden, activation)
     q2 = build_guide(guide, z1_dim, z_dim, top_hidden, activation)
     p_z = build_prior(prior, z_dim, x_dim=x_dim, posterior=TopLayerPosterior(q1, q2), init_data=init_data)
-    model = TwoLayerVAE(x_dim, z1_dim, z_dim, prior=p_z, likelihood=parts, posterior=q1, top_posterior=q2,
+    model = TwoLayerVAE(x_dim, z1_dim, z_dim, prior=p_z, likelihood=p_x, posterior=q1, top_posterior=q2,
                         hidden=hidden, top_hidden=top_hidden, activation=activation, num_data=num_data)
-    _start_output(model, parts, mean_image)
+    _start_output(model, p_x, mean_image)
     return model
 
 
@@ -173,11 +173,11 @@ def build_conditional_family(
     """p(z) p(x | z, y), y observed: :class:`~pvae.models.conditional.ConditionalVAE` over
     :data:`NUM_CLASSES` classes. (Arguments as in :func:`build_vae_family`; ``init_data`` is unused:
     the guide is q(z | x, y), which no VampPrior mixes.)"""
-    parts = build_likelihood(likelihood)
+    p_x = build_likelihood(likelihood)
     posterior = build_guide(guide, x_dim + NUM_CLASSES, z_dim, hidden, activation)  # reads x and the one-hot y
-    model = ConditionalVAE(x_dim, z_dim, NUM_CLASSES, prior=build_prior(prior, z_dim), likelihood=parts,
+    model = ConditionalVAE(x_dim, z_dim, NUM_CLASSES, prior=build_prior(prior, z_dim), likelihood=p_x,
                            posterior=posterior, hidden=hidden, activation=activation, num_data=num_data)
-    _start_output(model, parts, mean_image)
+    _start_output(model, p_x, mean_image)
     return model
 
 
@@ -202,12 +202,12 @@ def build_m2_family(
     :param aux_weight: alpha / N, the weight of the classification term log q(y|x).
     (The other arguments as in :func:`build_conditional_family`.)
     """
-    parts = build_likelihood(likelihood)
+    p_x = build_likelihood(likelihood)
     posterior = build_guide(guide, x_dim + NUM_CLASSES, z_dim, hidden, activation)  # q(z | x, y)
     model = SemiSupervisedVAE(x_dim, z_dim, NUM_CLASSES, num_labelled=labels, aux_weight=aux_weight,
-                              prior=build_prior(prior, z_dim), likelihood=parts, posterior=posterior, hidden=hidden,
+                              prior=build_prior(prior, z_dim), likelihood=p_x, posterior=posterior, hidden=hidden,
                               activation=activation, num_data=num_data)
-    _start_output(model, parts, mean_image)
+    _start_output(model, p_x, mean_image)
     return model
 
 
